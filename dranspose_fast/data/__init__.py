@@ -1,0 +1,1 @@
+"""Pydantic models of upstream protocols' messages (dranspose 0.2 ``dranspose.data``)."""

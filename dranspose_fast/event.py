@@ -1,0 +1,180 @@
+"""Data containers users see: StreamData, EventData, InternalWorkerMessage, ResultData.
+
+They are the dranspose 0.2 pydantic models, so user code that builds or inspects them keeps
+working.  The framework itself never validates them per event: the ``_make_*`` helpers build
+instances directly from values that compiled code already checked (pydantic's
+``model_construct`` does the same, only slower).
+
+Frames are ``bytes`` below ``zmq.COPY_THRESHOLD`` (64 KiB) and zero-copy ``zmq.Frame`` views at
+and above it, live and in replay alike, so ``isinstance(f, zmq.Frame)`` checks written for
+dranspose 0.2 take the right branch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+from cbor2 import CBORTag
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from dranspose_fast.protocol import EventNumber, HashDigest, StreamName, WorkerName
+
+Frame = zmq.Frame | bytes
+
+# Tags of the dump format (reference §3.3): self-described CBOR, internal message, stream data.
+TAG_SELF_DESCRIBED = 55799
+TAG_INTERNAL_MESSAGE = 42877
+TAG_STREAM_DATA = 42878
+
+
+class StreamData(BaseModel):
+    """All frames of one stream for one event; ``typ`` names the protocol (``STINS``, ...)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    typ: str
+    frames: list[zmq.Frame] | list[bytes]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def length(self) -> int:
+        return len(self.frames)
+
+    def get_bytes(self) -> StreamData:
+        """A copy whose frames are all ``bytes``."""
+        return _make_stream_data(
+            self.typ, [f.bytes if isinstance(f, zmq.Frame) else bytes(f) for f in self.frames]
+        )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InternalWorkerMessage(BaseModel):
+    """A partial event: the streams one ingester (or one dump file) holds for an event."""
+
+    event_number: EventNumber
+    streams: dict[StreamName, StreamData] = {}
+    created_at: datetime = Field(default_factory=_utcnow)
+
+    def get_all_frames(self) -> list[Frame]:
+        return [frame for stream in self.streams.values() for frame in stream.frames]
+
+
+class EventData(BaseModel):
+    """One event as the worker's ``process_event`` receives it."""
+
+    event_number: EventNumber
+    streams: dict[StreamName, StreamData]
+
+    @classmethod
+    def from_internals(cls, msgs: list[InternalWorkerMessage]) -> EventData:
+        """Merge partial events of one event number with disjoint streams."""
+        if not msgs:
+            raise ValueError("merge at least one message")
+        numbers = {m.event_number for m in msgs}
+        if len(numbers) != 1:
+            raise ValueError(f"cannot merge data from events {sorted(numbers)}")
+        streams: dict[StreamName, StreamData] = {}
+        for m in msgs:
+            for name, data in m.streams.items():
+                if name in streams:
+                    raise ValueError(f"cannot merge data with duplicate stream {name!r}")
+                streams[name] = data
+        return _make_event_data(msgs[0].event_number, streams)
+
+
+class ResultData(BaseModel):
+    """A worker's result on its way to the reducer's ``process_result``."""
+
+    event_number: EventNumber
+    worker: WorkerName
+    parameters_hash: HashDigest | None
+    payload: Any
+
+
+# === Construction without validation (hot path) ===
+
+_setattr = object.__setattr__
+_STREAM_FIELDS = {"typ", "frames"}
+_EVENT_FIELDS = {"event_number", "streams"}
+_INTERNAL_FIELDS = {"event_number", "streams", "created_at"}
+_RESULT_FIELDS = {"event_number", "worker", "parameters_hash", "payload"}
+
+
+def _fill(obj: BaseModel, values: dict[str, Any], fields: set[str]) -> None:
+    _setattr(obj, "__dict__", values)
+    _setattr(obj, "__pydantic_fields_set__", fields)
+    _setattr(obj, "__pydantic_extra__", None)
+    _setattr(obj, "__pydantic_private__", None)
+
+
+def _make_stream_data(typ: str, frames: list[Any]) -> StreamData:
+    obj = StreamData.__new__(StreamData)
+    _fill(obj, {"typ": typ, "frames": frames}, _STREAM_FIELDS)
+    return obj
+
+
+def _make_event_data(event_number: int, streams: dict[StreamName, StreamData]) -> EventData:
+    obj = EventData.__new__(EventData)
+    _fill(obj, {"event_number": event_number, "streams": streams}, _EVENT_FIELDS)
+    return obj
+
+
+def _make_internal(
+    event_number: int, streams: dict[StreamName, StreamData], created_at: datetime | None = None
+) -> InternalWorkerMessage:
+    obj = InternalWorkerMessage.__new__(InternalWorkerMessage)
+    values = {
+        "event_number": event_number,
+        "streams": streams,
+        "created_at": created_at if created_at is not None else _utcnow(),
+    }
+    _fill(obj, values, _INTERNAL_FIELDS)
+    return obj
+
+
+def _make_result(
+    event_number: int, worker: str, parameters_hash: str | None, payload: Any
+) -> ResultData:
+    obj = ResultData.__new__(ResultData)
+    values = {
+        "event_number": event_number,
+        "worker": worker,
+        "parameters_hash": parameters_hash,
+        "payload": payload,
+    }
+    _fill(obj, values, _RESULT_FIELDS)
+    return obj
+
+
+# === CBOR hooks (dranspose 0.2 dump format, reference §3.3) ===
+
+
+def message_encoder(encoder: Any, value: Any) -> None:
+    """cbor2 ``default`` hook: encode the containers as tags 42877 / 42878."""
+    if isinstance(value, InternalWorkerMessage):
+        encoder.encode(
+            CBORTag(TAG_INTERNAL_MESSAGE, (value.event_number, value.streams, value.created_at))
+        )
+    elif isinstance(value, StreamData):
+        frames = [f.bytes if isinstance(f, zmq.Frame) else bytes(f) for f in value.frames]
+        encoder.encode(CBORTag(TAG_STREAM_DATA, (value.typ, frames)))
+    else:
+        raise TypeError(f"cannot CBOR-encode {type(value).__name__}")
+
+
+def message_tag_hook(*args: Any) -> Any:
+    """cbor2 ``tag_hook``: accepts both ``(decoder, tag)`` (cbor2 < 6) and ``(tag, immutable)``."""
+    tag = args[0] if isinstance(args[0], CBORTag) else args[1]
+    value = tag.value
+    if tag.tag == TAG_INTERNAL_MESSAGE and isinstance(value, list | tuple) and len(value) in (2, 3):
+        created = value[2] if len(value) == 3 and isinstance(value[2], datetime) else None
+        return _make_internal(int(value[0]), dict(value[1]), created)
+    if tag.tag == TAG_STREAM_DATA and isinstance(value, list | tuple) and len(value) == 2:
+        return _make_stream_data(str(value[0]), list(value[1]))
+    if tag.tag == TAG_SELF_DESCRIBED:
+        return value
+    return tag

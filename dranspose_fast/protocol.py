@@ -1,0 +1,119 @@
+"""Names and pydantic models shared by every component (the dranspose 0.2 surface).
+
+These are the models users and deployments touch: names, virtual workers, parameters,
+assignments and component states.  The internal wire formats (packed batches, binary
+assignment batches) are not pydantic models; they live with the code that moves them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from enum import Enum
+from typing import Annotated, NewType
+
+from pydantic import UUID4, BaseModel, Field, UrlConstraints
+from pydantic_core import Url
+
+ZmqUrl = Annotated[Url, UrlConstraints(allowed_schemes=["tcp", "ipc", "inproc"])]
+
+StreamName = NewType("StreamName", str)
+WorkerName = NewType("WorkerName", str)
+WorkerTag = NewType("WorkerTag", str)
+IngesterName = NewType("IngesterName", str)
+VirtualConstraint = NewType("VirtualConstraint", int)
+EventNumber = NewType("EventNumber", int)
+ParameterName = NewType("ParameterName", str)
+HashDigest = NewType("HashDigest", str)
+MappingName = NewType("MappingName", str)
+
+GENERIC_WORKER = WorkerTag("generic")
+
+
+class VirtualWorker(BaseModel):
+    """A slot of a trigger-map cell.
+
+    ``tags``: the real worker's tags must include all of these.
+    ``constraint``: cells with the same constraint (within one part instance) go to the same
+    real worker; ``None`` means every worker whose tags cover ``tags`` (a broadcast).
+    """
+
+    tags: set[WorkerTag] = {GENERIC_WORKER}
+    constraint: VirtualConstraint | None = None
+
+
+class WorkParameter(BaseModel):
+    """One parameter value: raw ``data`` bytes plus the parsed ``value``."""
+
+    name: str
+    data: bytes
+    value: int | str | bytes | float | bool | None = None
+    uuid: UUID4 = Field(default_factory=uuid.uuid4)
+
+
+class WorkAssignment(BaseModel):
+    """Which workers get each stream's frame of one event (a missing stream: no frame)."""
+
+    event_number: EventNumber
+    assignments: dict[StreamName, list[WorkerName]]
+
+    def get_workers_for_streams(self, streams: list[StreamName]) -> WorkAssignment:
+        return WorkAssignment(
+            event_number=self.event_number,
+            assignments={s: self.assignments[s] for s in streams if s in self.assignments},
+        )
+
+    def get_all_workers(self) -> set[WorkerName]:
+        return {w for workers in self.assignments.values() for w in workers}
+
+
+class DistributedStateEnum(Enum):
+    READY = "ready"
+    IDLE = "idle"
+    FINISHED = "finished"
+
+
+class BuildGitMeta(BaseModel):
+    """Build metadata of the user's analysis code (``BUILD_META_FILE``)."""
+
+    commit_hash: HashDigest
+    branch_name: str
+    timestamp: datetime.datetime
+    repository_url: Url
+
+
+class DistributedState(BaseModel):
+    service_uuid: UUID4 = Field(default_factory=uuid.uuid4)
+    mapping_uuid: UUID4 | None = None
+    dranspose_version: str | None = None
+    mapreduce_version: BuildGitMeta | None = None
+    parameters_hash: HashDigest | None = None
+    processed_events: int = 0
+    event_rate: float = 0.0
+
+
+class ConnectedWorker(BaseModel):
+    name: WorkerName
+    service_uuid: UUID4
+    last_seen: float = Field(default_factory=time.time)
+
+
+class IngesterState(DistributedState):
+    name: IngesterName
+    url: ZmqUrl
+    connected_workers: dict[UUID4, ConnectedWorker] = {}
+    streams: list[StreamName] = []
+
+
+class WorkerState(DistributedState):
+    name: WorkerName
+    ingesters: list[IngesterState] = []
+    tags: set[WorkerTag] = {GENERIC_WORKER}
+
+
+class ReducerState(DistributedState):
+    name: str = "reducer"
+    url: ZmqUrl
+
+
