@@ -1,0 +1,138 @@
+"""Redis keys and control messages of the distributed runtime (documented in docs/protocol.md).
+
+Control messages that cross a boundary are validated (pydantic for JSON, msgspec structs for
+msgpack); assignment batches are a compact binary layout decoded with numpy, per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from pydantic import UUID4, BaseModel
+
+from dranspose_fast.protocol import HashDigest, ParameterName, StreamName
+
+
+class Keys:
+    PREFIX = "dfast"
+    LOCK = "dfast:controller:lock"
+    UPDATES = "dfast:updates"
+    LOGS = "dfast:logs"
+
+    @staticmethod
+    def config(role: str, name: str) -> str:
+        return f"dfast:config:{role}:{name}"
+
+    @staticmethod
+    def config_pattern(role: str) -> str:
+        return f"dfast:config:{role}:*"
+
+    @staticmethod
+    def description(name: str) -> str:
+        return f"dfast:parameter_description:{name}"
+
+    @staticmethod
+    def parameter(name: str, uid: str) -> str:
+        return f"dfast:parameter:{name}:{uid}"
+
+    @staticmethod
+    def assigned(mapping_uuid: object) -> str:
+        return f"dfast:assigned:{mapping_uuid}"
+
+    @staticmethod
+    def credits(mapping_uuid: object) -> str:
+        return f"dfast:credits:{mapping_uuid}"
+
+    @staticmethod
+    def reduced(mapping_uuid: object) -> str:
+        return f"dfast:reduced:{mapping_uuid}"
+
+    @staticmethod
+    def clock(mapping_uuid: object) -> str:
+        return f"dfast:clock:{mapping_uuid}"
+
+
+class ControllerUpdate(BaseModel):
+    """An entry of ``dfast:updates``: the current scan and parameter versions."""
+
+    mapping_uuid: UUID4 | None = None
+    parameters_version: dict[ParameterName, UUID4] = {}
+    target_parameters_hash: HashDigest | None = None
+    streams: list[StreamName] = []
+    active_streams: list[StreamName] = []
+    finished: bool = False
+    reason: str | None = None
+
+
+class CreditMessage(msgspec.Struct, frozen=True):
+    """A worker grants credits and reports its running totals for the scan."""
+
+    worker: str
+    granted: int
+    processed: int
+    results: int
+    errors: int = 0
+
+
+class ReducedMessage(msgspec.Struct, frozen=True):
+    """The reducer's running totals of results reduced per worker for the scan."""
+
+    reduced: dict[str, int]
+    errors: int = 0
+
+
+credit_encoder = msgspec.msgpack.Encoder()
+credit_decoder = msgspec.msgpack.Decoder(CreditMessage)
+reduced_decoder = msgspec.msgpack.Decoder(ReducedMessage)
+
+_BATCH_HEADER = struct.Struct("<qIHH")
+
+
+@dataclass(frozen=True)
+class AssignmentBatch:
+    """Events ``first_event .. first_event + count - 1``: per stream presence and worker masks."""
+
+    first_event: int
+    present: npt.NDArray[np.uint8]
+    masks: npt.NDArray[np.uint64]
+    workers: list[str]
+
+    @property
+    def count(self) -> int:
+        return int(self.present.shape[0])
+
+    def encode(self) -> dict[str, bytes]:
+        count, nstreams = self.present.shape
+        header = _BATCH_HEADER.pack(self.first_event, count, nstreams, 0)
+        body = header + np.ascontiguousarray(self.present).tobytes() + np.ascontiguousarray(
+            self.masks.astype("<u8", copy=False)).tobytes()
+        return {"b": body, "w": json.dumps(self.workers).encode()}
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> AssignmentBatch:
+        body = fields[b"b"]
+        if len(body) < _BATCH_HEADER.size:
+            raise ValueError(f"assignment batch of {len(body)} bytes is shorter than its header")
+        first, count, nstreams, _ = _BATCH_HEADER.unpack_from(body)
+        n = count * nstreams
+        if len(body) != _BATCH_HEADER.size + 9 * n:
+            raise ValueError(
+                f"assignment batch of {len(body)} bytes does not hold {count}×{nstreams} cells")
+        present = np.frombuffer(body, np.uint8, n, _BATCH_HEADER.size).reshape(count, nstreams)
+        masks = np.frombuffer(body, "<u8", n, _BATCH_HEADER.size + n).reshape(count, nstreams)
+        workers = json.loads(fields[b"w"])
+        return cls(first, present, masks, workers)
+
+    @staticmethod
+    def slot_names(names: dict[int, str]) -> list[str]:
+        """Worker names by slot ("" for a free slot), as ``workers`` expects."""
+        return [names.get(i, "") for i in range(max(names, default=-1) + 1)]
+
+    def workers_of(self, row: int, stream: int) -> list[str]:
+        mask = int(self.masks[row, stream])
+        return [name for w, name in enumerate(self.workers) if mask >> w & 1]

@@ -1,0 +1,85 @@
+"""Settings of every component, from the environment (names of dranspose 0.2, reference §6).
+
+Timing intervals are settings too (``DFAST_*``), so tests run them short.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import string
+from typing import Any
+
+from pydantic import AliasChoices, Field, RedisDsn, model_validator
+from pydantic_core import Url
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dranspose_fast.protocol import (
+    GENERIC_WORKER,
+    IngesterName,
+    StreamName,
+    WorkerName,
+    WorkerTag,
+    ZmqUrl,
+)
+
+
+class DistributedSettings(BaseSettings):
+    """Settings every component shares."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    redis_dsn: RedisDsn = Field(
+        Url("redis://localhost:6379/0"),
+        validation_alias=AliasChoices("redis_url", "service_redis_dsn", "redis_dsn"),
+    )
+    build_meta_file: str | None = "/etc/build_git_meta.json"
+    config_ttl: float = Field(10.0, gt=0, validation_alias=AliasChoices("dfast_config_ttl"))
+    config_interval: float = Field(
+        1.3, gt=0, validation_alias=AliasChoices("dfast_config_interval")
+    )
+
+
+def random_worker_name() -> WorkerName:
+    suffix = "".join(random.choices(string.ascii_letters, k=10))
+    return WorkerName(f"Worker-{socket.gethostname()}-{suffix}")
+
+
+class WorkerSettings(DistributedSettings):
+    worker_class: str | None = None
+    worker_name: WorkerName = Field(default_factory=random_worker_name)
+    worker_tags: set[WorkerTag] = {GENERIC_WORKER}
+    credit_window: int = Field(256, ge=1, validation_alias=AliasChoices("dfast_credit_window"))
+
+
+class ReducerSettings(DistributedSettings):
+    reducer_url: ZmqUrl = Url("tcp://localhost:10200")
+    reducer_class: str | None = None
+
+
+class IngesterSettings(DistributedSettings):
+    ingester_streams: list[StreamName]
+    ingester_name: IngesterName = IngesterName("")
+    ingester_url: ZmqUrl = Url("tcp://localhost:10000")
+    dump_path: str | None = None
+
+    @model_validator(mode="after")
+    def _default_name(self) -> IngesterSettings:
+        if not self.ingester_name:
+            self.ingester_name = IngesterName("_".join(self.ingester_streams) + "-ingester")
+        return self
+
+
+class CliSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+    log_level: str = "INFO"
+
+
+def env_flag(name: str, default: str = "") -> str:
+    """An environment variable for places where a settings class would be overkill."""
+    return os.environ.get(name, default)
+
+
+def _unused(*_: Any) -> None:  # pragma: no cover
+    return None

