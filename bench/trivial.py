@@ -28,5 +28,5 @@ class TouchWorker(TrivialWorker):
         total = 0
         for stream in event.streams.values():
             for frame in stream.frames:
-                total += int(np.frombuffer(frame, dtype=np.uint64).sum() & 0xFF)
+                total += int(np.frombuffer(frame, dtype=np.uint8).sum(dtype=np.uint64) & 0xFF)
         return total

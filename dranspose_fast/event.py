@@ -97,56 +97,48 @@ class ResultData(BaseModel):
 
 # === Construction without validation (hot path) ===
 
-_setattr = object.__setattr__
+# Compiled: fills __dict__ and pydantic's bookkeeping slots directly (see _ext/_batch.pyx).
+from dranspose_fast._batch import construct as _construct  # noqa: E402
+
 _STREAM_FIELDS = {"typ", "frames"}
 _EVENT_FIELDS = {"event_number", "streams"}
 _INTERNAL_FIELDS = {"event_number", "streams", "created_at"}
 _RESULT_FIELDS = {"event_number", "worker", "parameters_hash", "payload"}
 
 
-def _fill(obj: BaseModel, values: dict[str, Any], fields: set[str]) -> None:
-    _setattr(obj, "__dict__", values)
-    _setattr(obj, "__pydantic_fields_set__", fields)
-    _setattr(obj, "__pydantic_extra__", None)
-    _setattr(obj, "__pydantic_private__", None)
-
-
 def _make_stream_data(typ: str, frames: list[Any]) -> StreamData:
-    obj = StreamData.__new__(StreamData)
-    _fill(obj, {"typ": typ, "frames": frames}, _STREAM_FIELDS)
+    obj: StreamData = _construct(StreamData, {"typ": typ, "frames": frames}, _STREAM_FIELDS)
     return obj
 
 
 def _make_event_data(event_number: int, streams: dict[StreamName, StreamData]) -> EventData:
-    obj = EventData.__new__(EventData)
-    _fill(obj, {"event_number": event_number, "streams": streams}, _EVENT_FIELDS)
+    values = {"event_number": event_number, "streams": streams}
+    obj: EventData = _construct(EventData, values, _EVENT_FIELDS)
     return obj
 
 
 def _make_internal(
     event_number: int, streams: dict[StreamName, StreamData], created_at: datetime | None = None
 ) -> InternalWorkerMessage:
-    obj = InternalWorkerMessage.__new__(InternalWorkerMessage)
     values = {
         "event_number": event_number,
         "streams": streams,
         "created_at": created_at if created_at is not None else _utcnow(),
     }
-    _fill(obj, values, _INTERNAL_FIELDS)
+    obj: InternalWorkerMessage = _construct(InternalWorkerMessage, values, _INTERNAL_FIELDS)
     return obj
 
 
 def _make_result(
     event_number: int, worker: str, parameters_hash: str | None, payload: Any
 ) -> ResultData:
-    obj = ResultData.__new__(ResultData)
     values = {
         "event_number": event_number,
         "worker": worker,
         "parameters_hash": parameters_hash,
         "payload": payload,
     }
-    _fill(obj, values, _RESULT_FIELDS)
+    obj: ResultData = _construct(ResultData, values, _RESULT_FIELDS)
     return obj
 
 

@@ -113,6 +113,9 @@ def merge_by_event(
     (a truncated dump) has yielded every complete record; its error is logged, appended to
     ``errors`` and the others go on.
     """
+    if len(inputs) == 1:  # nothing to merge: no heap on the per-event path
+        yield from _single(inputs[0], names[0] if names else "input 0", errors)
+        return
     heap: list[tuple[int, int, Any]] = []
     for i in range(len(inputs)):
         _advance(heap, inputs, i, names, errors)
@@ -131,6 +134,18 @@ def merge_by_event(
                     streams[name] = data
             _advance(heap, inputs, j, names, errors)
         yield evn, streams
+
+
+def _single(
+    messages: Iterator[Any], name: str, errors: list[str] | None
+) -> Iterator[tuple[int, Streams]]:
+    try:
+        for msg in messages:
+            yield msg.event_number, msg.streams
+    except (DumpError, OSError, EOFError) as exc:
+        logger.error("input %s: %s", name, exc)
+        if errors is not None:
+            errors.append(str(exc))
 
 
 def _advance(

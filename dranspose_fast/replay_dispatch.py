@@ -39,7 +39,7 @@ class SpreadDispatcher:
         if self.first:
             self.first = False
             return [(i, streams) for i in range(self.nworkers)]
-        return ((self.rng.randrange(self.nworkers), streams),)
+        return ((int(self.rng.random() * self.nworkers), streams),)
 
 
 class MapDispatcher:
