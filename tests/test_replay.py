@@ -136,3 +136,52 @@ def test_keep_alive_serves_until_stopped() -> None:
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def _map_file(tmp_path, cells) -> str:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"parts": {"main": cells}, "sequence": ["main"]}))
+    return str(path)
+
+
+def test_map_binds_constraints_to_one_worker_each(tmp_path) -> None:
+    # 18 data events, constraint i // 3: stateful workers must see whole triples
+    cells = {"fast": [[{"constraint": i // 3}] for i in range(18)]}
+    report, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
+                          source="tests.classes02:CountingSource", map_file=_map_file(tmp_path, cells),
+                          nworkers=3)
+    by_event = reducer.publish["by_event"]
+    # event 0 and 19 are the automatic start/end broadcasts (all_wrap)
+    assert sorted(w for w, _ in by_event[0]) == [f"replay-worker-{i}" for i in range(3)]
+    assert sorted(w for w, _ in by_event[19]) == [f"replay-worker-{i}" for i in range(3)]
+    for triple in range(6):
+        events = [1 + 3 * triple + k for k in range(3)]
+        owners = {by_event[e][0][0] for e in events}
+        assert len(owners) == 1 and all(len(by_event[e]) == 1 for e in events), triple
+    # the slow stream has no cell in this map: its frames are counted, not delivered
+    assert all(streams == ("fast",) for v in by_event.values() for _, streams in v)
+    assert report.unmapped_events == 0
+    assert set(report.per_worker.values()) == {2 * 3 + 2}  # two triples each + the broadcasts
+
+
+def test_map_shorter_than_the_recording_counts_unmapped_events(tmp_path) -> None:
+    cells = {"fast": [[{"constraint": i}] for i in range(5)]}  # 5 + 2 wrap events of 20
+    report, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
+                          source="tests.classes02:CountingSource",
+                          map_file=_map_file(tmp_path, cells))
+    assert report.unmapped_events == 13
+    assert sorted(reducer.publish["by_event"]) == list(range(7))
+
+
+def test_map_discard_and_null_cells(tmp_path) -> None:
+    cells = {
+        "fast": [[{"constraint": 0}], [], [{"constraint": 2}], None] * 2,
+        "slow": [None, None, [{"constraint": 2}], None] * 2,
+    }
+    _, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
+                     source="tests.classes02:CountingSource", map_file=_map_file(tmp_path, cells))
+    by_event = reducer.publish["by_event"]
+    # [] and null cells deliver nothing; event 3 (cell 2) gets both streams in one event
+    assert 2 not in by_event and 4 not in by_event
+    assert by_event[3][0][1] == ("fast",)  # the source's slow stream has only even events
+    assert {e for e in by_event} == {0, 1, 3, 5, 7, 9}
