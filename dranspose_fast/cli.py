@@ -26,29 +26,60 @@ def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument("-w", "--workerclass", required=True, help="worker class, module:Class")
     p.add_argument("-r", "--reducerclass", required=True, help="reducer class, module:Class")
-    p.add_argument("-f", "--files", nargs="+", default=None, metavar="FILE",
-                   help="dump files (.cbors, .cbors.gz, .pkls), merged by event number")
-    p.add_argument("-s", "--source", default=None, help="source class (module:Class) instead of files")
-    p.add_argument("-p", "--parameters", default=None, metavar="FILE",
-                   help="parameter file: JSON, pickle or CBOR list of {name, data}")
-    p.add_argument("--map", default=None, metavar="FILE",
-                   help="trigger map / sequence JSON: bind events to workers as the live system does")
+    p.add_argument(
+        "-f",
+        "--files",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="dump files (.cbors, .cbors.gz, .pkls), merged by event number",
+    )
+    p.add_argument(
+        "-s", "--source", default=None, help="source class (module:Class) instead of files"
+    )
+    p.add_argument(
+        "-p",
+        "--parameters",
+        default=None,
+        metavar="FILE",
+        help="parameter file: JSON, pickle or CBOR list of {name, data}",
+    )
+    p.add_argument(
+        "--map",
+        default=None,
+        metavar="FILE",
+        help="trigger map / sequence JSON: bind events to workers as the live system does",
+    )
     p.add_argument("--nworkers", type=int, default=2, help="worker instances (default 2)")
-    p.add_argument("--processes", action="store_true",
-                   help="run the workers in separate processes")
-    p.add_argument("--port", type=int, default=None,
-                   help="serve publish (HDF5-REST) and parameter POSTs on 127.0.0.1:PORT")
+    p.add_argument("--processes", action="store_true", help="run the workers in separate processes")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="serve publish (HDF5-REST) and parameter POSTs on 127.0.0.1:PORT",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address of the HTTP server")
-    p.add_argument("--keep-alive", action="store_true",
-                   help="keep serving after the end until Ctrl-C")
-    p.add_argument("--rate", type=float, default=None, metavar="HZ",
-                   help="play at this many events per second")
-    p.add_argument("--out", default=None, metavar="FILE.h5",
-                   help="write the reducer's publish to this HDF5 file")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the random spread of events (without --map)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    p.add_argument(
+        "--keep-alive", action="store_true", help="keep serving after the end until Ctrl-C"
+    )
+    p.add_argument(
+        "--rate", type=float, default=None, metavar="HZ", help="play at this many events per second"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.h5",
+        help="write the reducer's publish to this HDF5 file",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the random spread of events (without --map)"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,10 +110,22 @@ def _run_replay(args: argparse.Namespace) -> int:
         print(f"serving publish on {url}", file=sys.stderr)
 
     report = replay(
-        args.workerclass, args.reducerclass, args.files, args.source, args.parameters,
-        args.port, stop if args.port is not None else None, args.nworkers,
-        map_file=args.map, rate=args.rate, out=args.out, processes=args.processes,
-        progress=args.progress, seed=args.seed, host=args.host, on_server=announce,
+        args.workerclass,
+        args.reducerclass,
+        args.files,
+        args.source,
+        args.parameters,
+        args.port,
+        stop if args.port is not None else None,
+        args.nworkers,
+        map_file=args.map,
+        rate=args.rate,
+        out=args.out,
+        processes=args.processes,
+        progress=args.progress,
+        seed=args.seed,
+        host=args.host,
+        on_server=announce,
     )
     print(report.summary())
     if args.out is not None:

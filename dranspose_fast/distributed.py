@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -186,13 +186,13 @@ class Service:
     # === updates and parameters ===
 
     def _follow_updates(self) -> None:
-        last = b"0-0"
-        latest = self.redis.xrevrange(Keys.UPDATES, count=1)
+        last: bytes = b"0-0"
+        latest: list[Any] = cast(list[Any], self.redis.xrevrange(Keys.UPDATES, count=1))
         if latest:
             last = latest[0][0]
             self._apply_update(latest[0][1])
         while not self.stop_event.is_set():
-            entries = self.redis.xread({Keys.UPDATES: last}, block=200)
+            entries: list[Any] = cast(list[Any], self.redis.xread({Keys.UPDATES: last}, block=200))
             for _stream, items in entries or []:
                 for entry_id, fields in items:
                     last = entry_id
@@ -215,7 +215,7 @@ class Service:
             current = self.parameters.get(name)
             if current is not None and current.uuid == uid:
                 continue
-            data = self.redis.get(Keys.parameter(name, str(uid)))
+            data = cast(bytes | None, self.redis.get(Keys.parameter(name, str(uid))))
             if data is None:
                 self.log.warning("parameter %s version %s is missing in redis", name, uid)
                 continue

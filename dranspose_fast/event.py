@@ -111,7 +111,7 @@ def _make_stream_data(typ: str, frames: list[Any]) -> StreamData:
     return obj
 
 
-def _make_event_data(event_number: int, streams: dict[StreamName, StreamData]) -> EventData:
+def _make_event_data(event_number: int, streams: dict[Any, StreamData]) -> EventData:
     values = {"event_number": event_number, "streams": streams}
     obj: EventData = _construct(EventData, values, _EVENT_FIELDS)
     return obj

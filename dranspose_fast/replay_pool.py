@@ -20,6 +20,7 @@ import msgspec
 import zmq
 
 from dranspose_fast import dataplane
+from dranspose_fast.protocol import HashDigest
 from dranspose_fast.replay_dispatch import Dispatcher, Streams
 from dranspose_fast.usercode import Parameters, ReducerHost, decode_payload
 from dranspose_fast.worker import CREDIT, DONE, FINISH, HELLO, PARAMETERS, new_shared_tick
@@ -171,7 +172,8 @@ class _Pool:
             if kind == dataplane.RESULTS:
                 worker, phash, results = dataplane.decode_results(frames)
                 for evn, payload in results:
-                    self.reducer.process(evn, worker, phash, decode_payload(payload))
+                    self.reducer.process(evn, worker, HashDigest(phash) if phash else None,
+                                        decode_payload(payload))
             elif kind == CREDIT:
                 self.credits[wi] += int.from_bytes(frames[1].bytes, "little")
             elif kind == DONE:

@@ -31,7 +31,7 @@ class DistributedSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     redis_dsn: RedisDsn = Field(
-        Url("redis://localhost:6379/0"),
+        RedisDsn("redis://localhost:6379/0"),
         validation_alias=AliasChoices("redis_url", "service_redis_dsn", "redis_dsn"),
     )
     build_meta_file: str | None = "/etc/build_git_meta.json"

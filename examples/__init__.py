@@ -1,1 +1,1 @@
-"""Example analysis classes for dranspose-fast (also runnable on dranspose 0.2 after the prefix change)."""
+"""Example analysis classes (they run on dranspose 0.2 too, after the import prefix change)."""

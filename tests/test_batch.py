@@ -46,7 +46,7 @@ def test_large_frames_travel_as_their_own_frames_without_copy() -> None:
     assert len(frames) == 5  # kind, meta, index, payload, one external
     assert frames[4] is big
     assert len(frames[3]) == len(small)
-    (evn, streams), = dataplane.decode_events(frames)
+    ((evn, streams),) = dataplane.decode_events(frames)
     assert evn == 5 and streams["d"].frames[1] is big and streams["d"].frames[0] == small
 
 
@@ -57,8 +57,10 @@ def test_over_real_zmq_sockets() -> None:
     push.connect(f"tcp://127.0.0.1:{port}")
     try:
         big = os.urandom(1 << 20)
-        batch = [(i, {"eiger": StreamData(typ="STINS", frames=[b'{"htype":"image"}', big])})
-                 for i in range(3)]
+        batch = [
+            (i, {"eiger": StreamData(typ="STINS", frames=[b'{"htype":"image"}', big])})
+            for i in range(3)
+        ]
         push.send_multipart(dataplane.encode_events(batch), copy=False)
         received = pull.recv_multipart(copy=False)
         decoded = dataplane.decode_events(received)

@@ -16,11 +16,28 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def test_main_job_replays_the_example_into_a_map(tmp_path: Path) -> None:
     out = tmp_path / "result.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "dranspose_fast.cli", "replay",
-         "-w", "examples.roi:RoiWorker", "-r", "examples.roi:RoiReducer",
-         "-f", str(DATA / "eiger.cbors"), str(DATA / "positions.cbors"),
-         "-p", str(ROOT / "examples" / "parameters.json"), "--out", str(out)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dranspose_fast.cli",
+            "replay",
+            "-w",
+            "examples.roi:RoiWorker",
+            "-r",
+            "examples.roi:RoiReducer",
+            "-f",
+            str(DATA / "eiger.cbors"),
+            str(DATA / "positions.cbors"),
+            "-p",
+            str(ROOT / "examples" / "parameters.json"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "replayed 402 events" in proc.stdout and "results reduced: 400" in proc.stdout
@@ -38,7 +55,11 @@ def test_main_job_replays_the_example_into_a_map(tmp_path: Path) -> None:
 def test_recording_is_reproducible_and_small(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "examples" / "make_example_dump.py"), "--out", str(tmp_path)],
-        cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300,
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     for name in ("eiger.cbors", "positions.cbors"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
@@ -47,21 +68,67 @@ def test_recording_is_reproducible_and_small(tmp_path: Path) -> None:
 
 def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path) -> None:
     cases = [
-        (["-w", "examples.roi:Nope", "-r", "examples.roi:RoiReducer", "-f", str(DATA / "eiger.cbors")],
-         "has no class 'Nope'"),
-        (["-w", "examples.roi:RoiWorker", "-r", "examples.roi:RoiReducer", "-f", "missing.cbors"],
-         "missing.cbors"),
-        (["-w", "examples.roi:RoiWorker", "-r", "examples.roi:RoiReducer",
-          "-f", str(DATA / "eiger.cbors"), "-p", str(DATA / "eiger.cbors")], "expected a list"),
-        (["-w", "examples.roi:RoiWorker", "-r", "examples.roi:RoiReducer",
-          "-f", str(DATA / "eiger.cbors"), "--map", str(tmp_path / "nomap.json")], "nomap.json"),
-        (["-w", "noseparator", "-r", "examples.roi:RoiReducer", "-f", str(DATA / "eiger.cbors")],
-         "module.path:ClassName"),
+        (
+            [
+                "-w",
+                "examples.roi:Nope",
+                "-r",
+                "examples.roi:RoiReducer",
+                "-f",
+                str(DATA / "eiger.cbors"),
+            ],
+            "has no class 'Nope'",
+        ),
+        (
+            [
+                "-w",
+                "examples.roi:RoiWorker",
+                "-r",
+                "examples.roi:RoiReducer",
+                "-f",
+                "missing.cbors",
+            ],
+            "missing.cbors",
+        ),
+        (
+            [
+                "-w",
+                "examples.roi:RoiWorker",
+                "-r",
+                "examples.roi:RoiReducer",
+                "-f",
+                str(DATA / "eiger.cbors"),
+                "-p",
+                str(DATA / "eiger.cbors"),
+            ],
+            "expected a list",
+        ),
+        (
+            [
+                "-w",
+                "examples.roi:RoiWorker",
+                "-r",
+                "examples.roi:RoiReducer",
+                "-f",
+                str(DATA / "eiger.cbors"),
+                "--map",
+                str(tmp_path / "nomap.json"),
+            ],
+            "nomap.json",
+        ),
+        (
+            ["-w", "noseparator", "-r", "examples.roi:RoiReducer", "-f", str(DATA / "eiger.cbors")],
+            "module.path:ClassName",
+        ),
     ]
     for args, message in cases:
         proc = subprocess.run(
             [sys.executable, "-m", "dranspose_fast.cli", "replay", *args],
-            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2, (args, proc.stderr)
         errors = [line for line in proc.stderr.splitlines() if "error" in line]

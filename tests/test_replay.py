@@ -48,7 +48,9 @@ def test_source_streams_merge_by_event_and_short_inputs_do_not_end_the_replay() 
 
 def test_parameters_file_values_and_defaults(tmp_path) -> None:
     pfile = tmp_path / "params.json"
-    pfile.write_text(json.dumps([{"name": "int_param", "data": "42"}, {"name": "extra", "data": "x"}]))
+    pfile.write_text(
+        json.dumps([{"name": "int_param", "data": "42"}, {"name": "extra", "data": "x"}])
+    )
     _, reducer = run(source="tests.classes02:CountingSource", parameter_file=pfile)
     first = reducer.publish["results"]["3"][0]
     assert first["int_param"] == 42  # parsed through IntParameter
@@ -66,21 +68,24 @@ def test_bad_parameter_file_names_the_file(tmp_path) -> None:
 
 def test_slides_style_classes_without_arguments() -> None:
     report, reducer = run(
-        w="tests.classes02:SlidesWorker", r="tests.classes02:SlidesReducer",
-        source="tests.classes02:CountingSource", nworkers=3,
+        w="tests.classes02:SlidesWorker",
+        r="tests.classes02:SlidesReducer",
+        source="tests.classes02:CountingSource",
+        nworkers=3,
     )
     assert sorted(map(int, reducer.publish["map"])) == list(range(20))
     assert report.deliveries == 22
 
 
 def test_user_exceptions_are_counted_and_the_replay_goes_on(caplog) -> None:
-    report, reducer = run(w="tests.classes02:FailingWorker", source="tests.classes02:CountingSource",
-                          broadcast_first=False)
+    report, reducer = run(
+        w="tests.classes02:FailingWorker",
+        source="tests.classes02:CountingSource",
+        broadcast_first=False,
+    )
     failing = [e for e in range(20) if e % 3 == 0]
     assert report.worker_errors == len(failing)
-    assert sorted(int(k) for k in reducer.publish["results"]) == [
-        e for e in range(20) if e % 3
-    ]
+    assert sorted(int(k) for k in reducer.publish["results"]) == [e for e in range(20) if e % 3]
     assert "user bug at event 9" in caplog.text
 
 
@@ -96,18 +101,25 @@ def test_rate_paces_the_replay() -> None:
 
 
 def test_processes_mode_gives_the_same_results() -> None:
-    report, reducer = run(source="tests.classes02:CountingSource", processes=True, seed=3,
-                          nworkers=2)
+    report, reducer = run(
+        source="tests.classes02:CountingSource", processes=True, seed=3, nworkers=2
+    )
     results = reducer.publish["results"]
     assert sorted(int(k) for k in results) == list(range(20))
     assert report.deliveries == 21 and report.results == 21
     assert {r["worker"] for v in results.values() for r in v} == {
-        "replay-worker-0", "replay-worker-1"}
+        "replay-worker-0",
+        "replay-worker-1",
+    }
 
 
 def test_processes_mode_counts_worker_errors() -> None:
-    report, reducer = run(w="tests.classes02:FailingWorker", source="tests.classes02:CountingSource",
-                          processes=True, broadcast_first=False)
+    report, reducer = run(
+        w="tests.classes02:FailingWorker",
+        source="tests.classes02:CountingSource",
+        processes=True,
+        broadcast_first=False,
+    )
     assert report.worker_errors == 7
     assert len(reducer.publish["results"]) == 13
 
@@ -117,9 +129,15 @@ def test_keep_alive_serves_until_stopped() -> None:
     urls: list[str] = []
     done = threading.Event()
     thread = threading.Thread(
-        target=replay, args=(W, R), kwargs=dict(
-            source="tests.classes02:CountingSource", port=0, stop_event=stop,
-            done_event=done, on_server=urls.append),
+        target=replay,
+        args=(W, R),
+        kwargs=dict(
+            source="tests.classes02:CountingSource",
+            port=0,
+            stop_event=stop,
+            done_event=done,
+            on_server=urls.append,
+        ),
     )
     thread.start()
     try:
@@ -147,9 +165,13 @@ def _map_file(tmp_path, cells) -> str:
 def test_map_binds_constraints_to_one_worker_each(tmp_path) -> None:
     # 18 data events, constraint i // 3: stateful workers must see whole triples
     cells = {"fast": [[{"constraint": i // 3}] for i in range(18)]}
-    report, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
-                          source="tests.classes02:CountingSource", map_file=_map_file(tmp_path, cells),
-                          nworkers=3)
+    report, reducer = run(
+        w="tests.classes02:StatefulWorker",
+        r="tests.classes02:CollectReducer",
+        source="tests.classes02:CountingSource",
+        map_file=_map_file(tmp_path, cells),
+        nworkers=3,
+    )
     by_event = reducer.publish["by_event"]
     # event 0 and 19 are the automatic start/end broadcasts (all_wrap)
     assert sorted(w for w, _ in by_event[0]) == [f"replay-worker-{i}" for i in range(3)]
@@ -166,9 +188,12 @@ def test_map_binds_constraints_to_one_worker_each(tmp_path) -> None:
 
 def test_map_shorter_than_the_recording_counts_unmapped_events(tmp_path) -> None:
     cells = {"fast": [[{"constraint": i}] for i in range(5)]}  # 5 + 2 wrap events of 20
-    report, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
-                          source="tests.classes02:CountingSource",
-                          map_file=_map_file(tmp_path, cells))
+    report, reducer = run(
+        w="tests.classes02:StatefulWorker",
+        r="tests.classes02:CollectReducer",
+        source="tests.classes02:CountingSource",
+        map_file=_map_file(tmp_path, cells),
+    )
     assert report.unmapped_events == 13
     assert sorted(reducer.publish["by_event"]) == list(range(7))
 
@@ -178,8 +203,12 @@ def test_map_discard_and_null_cells(tmp_path) -> None:
         "fast": [[{"constraint": 0}], [], [{"constraint": 2}], None] * 2,
         "slow": [None, None, [{"constraint": 2}], None] * 2,
     }
-    _, reducer = run(w="tests.classes02:StatefulWorker", r="tests.classes02:CollectReducer",
-                     source="tests.classes02:CountingSource", map_file=_map_file(tmp_path, cells))
+    _, reducer = run(
+        w="tests.classes02:StatefulWorker",
+        r="tests.classes02:CollectReducer",
+        source="tests.classes02:CountingSource",
+        map_file=_map_file(tmp_path, cells),
+    )
     by_event = reducer.publish["by_event"]
     # [] and null cells deliver nothing; event 3 (cell 2) gets both streams in one event
     assert 2 not in by_event and 4 not in by_event

@@ -75,7 +75,6 @@ class ReplayServer:
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(create_app(reducer, descriptions), log_level="warning")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self._serve, name="replay-http", daemon=True)
 
     def _serve(self) -> None:

@@ -1,1 +1,1 @@
-"""Parsers users call on ``StreamData`` in their workers (dranspose 0.2 ``dranspose.middlewares``)."""
+"""Parsers users call on StreamData in their workers (dranspose 0.2 `dranspose.middlewares`)."""

@@ -1,0 +1,28 @@
+"""Stub of the compiled packed-batch kernels (``_ext/_batch.pyx``)."""
+
+from typing import Any, TypeVar
+
+from typing_extensions import Buffer
+
+from dranspose_fast.event import EventData, StreamData
+
+_M = TypeVar("_M")
+
+HEADER_SIZE: int
+ENTRY_SIZE: int
+FRAMEREF_SIZE: int
+
+class BatchFormatError(ValueError): ...
+
+def construct(
+    cls: type[_M], values: dict[str, Any], fields_set: frozenset[str] | set[str]
+) -> _M: ...
+def make_event(event_number: int, streams: dict[str, StreamData]) -> EventData: ...
+def pack(
+    entries: list[tuple[int, int, list[Any]]], threshold: int
+) -> tuple[bytes, bytes, list[Any]]: ...
+def unpack(
+    index: Buffer, payload: Buffer, externals: list[Any], streams: list[tuple[str, str]]
+) -> list[tuple[int, dict[str, StreamData]]]: ...
+def pack_results(results: list[tuple[int, Buffer]]) -> tuple[bytes, bytes]: ...
+def unpack_results(index: Buffer, payload: Buffer) -> list[tuple[int, memoryview]]: ...
