@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dranspose_fast._triggermap import Engine
+from dranspose_fast._binding import Engine
 from dranspose_fast.mapping import DEFAULT_HORIZON, BindingEngine, MappingSequence
 
 N = 100_000

@@ -1,11 +1,12 @@
-"""The compiled trigger map and binding engine, driven directly (no parsing layer)."""
+"""The compiled trigger map and binding engine (`_triggermap`, `_binding`), driven directly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dranspose_fast._triggermap import MAX_WORKERS, Engine, TriggerMap
+from dranspose_fast._binding import MAX_WORKERS, Engine
+from dranspose_fast._triggermap import TriggerMap
 from dranspose_fast.errors import MapError
 
 # A cell is None (no frame) or a list of (local constraint or -1, tag mask).
