@@ -1,0 +1,612 @@
+"""The controller: one per Redis; owns the map and the parameters, binds, decides the finish.
+
+Threads, not asyncio (like every component): a binding loop reads the scan's credit and
+reduced streams (``XREAD BLOCK``) and publishes one assignment batch per bind; a housekeeping
+loop renews the lock, notices Redis restarts (``run_id``), removes workers whose config
+expired and sets parameter defaults. The REST API (``api/controller_routes.py``) calls the
+public methods; deployments run ``uvicorn dranspose_fast.controller:app``.
+Per-scan bookkeeping lives in ``controller_scan.py``; settings, the lock and the reading of
+component configs in ``controller_ensemble.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+from pydantic import UUID4, ValidationError
+
+from dranspose_fast.distributed import RedisLogHandler, connect
+from dranspose_fast.errors import MapError
+from dranspose_fast.helpers.utils import parameters_hash
+from dranspose_fast.mapping import MappingSequence
+from dranspose_fast.parameters import (
+    Parameter,
+    ParameterBase,
+    ParameterType,
+    StrParameter,
+    dump_parameter_file,
+)
+from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
+from dranspose_fast.protocol_redis import (
+    ControllerUpdate,
+    Keys,
+    credit_decoder,
+    reduced_decoder,
+)
+
+from dranspose_fast.controller_ensemble import (  # isort: skip
+    Configs, ControllerError, ControllerLock, ControllerLockError, ControllerSettings,
+    EnsembleState, RequestError, Streams, as_entries, as_streams, as_text, read_configs,
+)
+from dranspose_fast.controller_scan import (  # isort: skip
+    IntervalLoad, LostWorker, Progress, Scan, Status, WorkerLoad,
+)
+
+__all__ = [
+    "ControllerError", "ControllerLockError", "ControllerSettings", "Controller",
+    "EnsembleState", "IntervalLoad", "Progress", "RequestError", "Status", "WorkerLoad", "run",
+]
+
+logger = logging.getLogger(__name__)
+
+DUMP_PREFIX = ParameterName("dump_prefix")
+#: Old parameter value keys live on this long, for components still fetching them.
+OLD_VALUE_TTL = 60
+
+
+# === the controller ===
+
+
+class Controller:
+    """The single controller of a Redis: lock, scans, binding loop, parameters, dumps.
+
+    Parameters
+    ----------
+    settings : ControllerSettings, optional
+        Read from the environment when omitted.
+
+    Call ``start()`` (takes the lock, starts the threads) and ``close()``.
+    """
+
+    def __init__(self, settings: ControllerSettings | None = None) -> None:
+        self.settings = settings if settings is not None else ControllerSettings()
+        self.redis = connect(self.settings)
+        self.uuid = uuid.uuid4()
+        self.scan: Scan | None = None
+        self.parameters: dict[ParameterName, WorkParameter] = {}
+        self.parameters_hash = parameters_hash(self.parameters)
+        self.counters: dict[str, int] = {
+            "invalid_configs": 0, "invalid_descriptions": 0, "dump_errors": 0,
+            "redis_errors": 0, "redis_restarts": 0, "workers_lost": 0,
+        }
+        self._lock = threading.RLock()  # scan and parameter state
+        self._post_lock = threading.Lock()  # one mapping change at a time
+        self._cfg_lock = threading.Lock()
+        self._cfg: Configs | None = None
+        self._bad_keys: set[bytes] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._run_id: str | None = None
+        self.lock = ControllerLock(self.redis, str(self.uuid), self.settings)
+        self._log_handler: RedisLogHandler | None = None
+        self._redis_down = False
+        self.started = False
+
+    # === lifecycle ===
+
+    def start(self) -> None:
+        """Take the lock (waiting up to ``lock_timeout``) and start the background threads.
+
+        Raises
+        ------
+        ControllerLockError
+            if another controller keeps the lock for longer than ``lock_timeout``.
+        """
+        self.lock.acquire(self._stop)
+        self._run_id = self._redis_run_id()
+        if not any(isinstance(h, RedisLogHandler) for h in logging.getLogger().handlers):
+            # the CLI may already send every record to redis; never twice
+            self._log_handler = RedisLogHandler(self.redis, "controller")
+            logging.getLogger("dranspose_fast.controller").addHandler(self._log_handler)
+        self.started = True
+        for target, name in ((self._bind_loop, "bind"), (self._housekeeping, "housekeeping")):
+            thread = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info("controller %s started", self.uuid)
+
+    def close(self) -> None:
+        """Stop the threads and delete the controller's keys (scans, parameters, lock)."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._log_handler is not None:
+            logging.getLogger("dranspose_fast.controller").removeHandler(self._log_handler)
+            self._log_handler = None
+        if self.started:
+            try:
+                keys = [Keys.UPDATES]
+                for pattern in ("dfast:assigned:*", "dfast:credits:*", "dfast:reduced:*",
+                                "dfast:clock:*", "dfast:parameter:*",
+                                "dfast:parameter_description:*"):
+                    keys += [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]
+                self.redis.delete(*keys)
+                self.lock.release()
+            except redis.RedisError as exc:
+                logger.warning("could not clean up redis on close: %s", exc)
+        self.started = False
+        self.redis.close()
+        logger.info("controller %s closed", self.uuid)
+
+    # === lock and redis restarts ===
+
+    def _redis_run_id(self) -> str:
+        return str(self.redis.info("server").get("run_id"))
+
+    def _check_redis_restart(self) -> None:
+        run_id = self._redis_run_id()
+        if self._redis_down:
+            logger.info("redis is reachable again")
+            self._redis_down = False
+        if self._run_id is None or run_id == self._run_id:
+            self._run_id = run_id
+            return
+        self._run_id = run_id
+        self.counters["redis_restarts"] += 1
+        with self._lock:
+            scan = self.scan
+            running = scan is not None and not scan.finished
+            logger.warning("redis restarted (new run_id %s): %s", run_id,
+                           f"scan {scan.uuid} ended" if running and scan else "no scan running")
+            self.lock.renew()
+            self._rewrite_parameters()
+            if scan is not None and not scan.finished:
+                scan.end("redis restarted")
+            self._publish_update()
+        with self._cfg_lock:
+            self._cfg = None
+
+    def _rewrite_parameters(self) -> None:
+        if self.parameters:
+            pipe = self.redis.pipeline()
+            for name, param in self.parameters.items():
+                pipe.set(Keys.parameter(name, str(param.uuid)), param.data)
+            pipe.execute()
+
+    def _redis_trouble(self, exc: Exception) -> None:
+        self.counters["redis_errors"] += 1
+        if not self._redis_down:
+            logger.warning("redis unavailable (%s); retrying", exc)
+            self._redis_down = True
+
+    # === configs ===
+
+    def _configs(self, max_age: float | None = None) -> Configs:
+        age = self.settings.config_cache if max_age is None else max_age
+        with self._cfg_lock:
+            if self._cfg is not None and time.monotonic() - self._cfg.at <= age:
+                return self._cfg
+        with self._lock:
+            params, phash = dict(self.parameters), self.parameters_hash
+        cfg, invalid = read_configs(self.redis, params, phash, self._bad_keys)
+        self.counters["invalid_configs"] = invalid  # a gauge: configs invalid right now
+        with self._cfg_lock:
+            self._cfg = cfg
+        return cfg
+
+    def configs(self, max_age: float | None = None) -> EnsembleState:
+        """The ensemble from ``dfast:config:*`` (cached ``config_cache`` seconds)."""
+        return self._configs(max_age).ensemble
+
+    # === mapping ===
+
+    def set_sequence(self, seq: MappingSequence) -> UUID4:
+        """Start a scan with ``seq``; returns its mapping uuid once every component has it.
+
+        Raises
+        ------
+        RequestError
+            400 if streams are unavailable or workers too few; 503 if some component did
+            not take the new mapping within ``mapping_timeout`` (the scan runs anyway).
+        """
+        with self._post_lock:
+            cfg = self.configs(max_age=0)
+            missing = set(seq.streams) - set(cfg.get_streams())
+            if missing:
+                names = ", ".join(repr(s) for s in sorted(missing))
+                logger.warning("refused a map: streams {%s} not available", names)
+                raise RequestError(400, f"streams {{{names}}} not available")
+            need, have = seq.min_workers(), len(cfg.workers)
+            if have < need:
+                logger.warning("refused a map: only %d workers available, but %d required",
+                               have, need)
+                raise RequestError(400, f"only {have} workers available, but {need} required")
+            scan = Scan(uuid.uuid4(), seq)
+            try:
+                for w in cfg.workers:
+                    scan.add_worker(w.name, w.tags)
+            except MapError as exc:
+                raise RequestError(400, f"cannot use the workers: {exc}") from None
+            with self._lock:
+                old, self.scan = self.scan, scan
+                if old is not None and not old.finished:
+                    old.end(f"replaced by mapping {scan.uuid}")
+                    logger.warning("scan %s aborted by a new mapping", old.uuid)
+                self._publish_update()
+            if old is not None:
+                self.redis.delete(Keys.assigned(old.uuid), Keys.credits(old.uuid),
+                                  Keys.reduced(old.uuid), Keys.clock(old.uuid))
+            self._wake.set()
+            logger.info("new mapping %s: %s events, streams %s", scan.uuid,
+                        seq.total_events if seq.closed else "open", list(seq.streams))
+            waiting = self._await_mapping(scan.uuid)
+            self._write_dumps(scan)
+            if waiting:
+                msg = (f"mapping {scan.uuid} not taken within "
+                       f"{self.settings.mapping_timeout:g} s by: {', '.join(waiting)}")
+                logger.error(msg)
+                raise RequestError(503, msg)
+            logger.info("mapping %s distributed", scan.uuid)
+            return scan.uuid
+
+    def _await_mapping(self, uid: UUID4) -> list[str]:
+        deadline = time.monotonic() + self.settings.mapping_timeout
+        while True:
+            cfg = self.configs(max_age=0)
+            waiting = [f"ingester {i.name}" for i in cfg.ingesters if i.mapping_uuid != uid]
+            waiting += [f"worker {w.name}" for w in cfg.workers if w.mapping_uuid != uid]
+            if cfg.reducer is None:
+                waiting.append("reducer (no config)")
+            elif cfg.reducer.mapping_uuid != uid:
+                waiting.append("reducer")
+            if not waiting or time.monotonic() >= deadline or self._stop.is_set():
+                return waiting
+            time.sleep(0.02)
+
+    def append(self, parts: dict[str, Any], sequence: list[str]) -> Scan:
+        """Append part instances (defining ``parts`` first) to the running open sequence."""
+        with self._lock:
+            scan = self._open_scan()
+            known = set(scan.seq.part_names) | set(parts)
+            unknown = [n for n in sequence if n not in known]
+            if unknown:
+                raise RequestError(400, f"unknown parts {unknown} (defined: {sorted(known)})")
+            try:
+                for name, cells in parts.items():
+                    scan.seq.add_part(name, cells)
+                scan.seq.append(sequence)
+            except MapError as exc:
+                raise RequestError(400, str(exc)) from None
+            self._advance(scan)
+            return scan
+
+    def close_sequence(self) -> Scan:
+        """Close the running open sequence: its length becomes known."""
+        with self._lock:
+            scan = self._open_scan(allow_closed=True)
+            scan.seq.close()
+            logger.info("sequence of scan %s closed at %d events", scan.uuid,
+                        scan.seq.known_events)
+            self._advance(scan)
+            return scan
+
+    def _open_scan(self, allow_closed: bool = False) -> Scan:
+        scan = self.scan
+        if scan is None or scan.finished:
+            raise RequestError(409, "no scan is running")
+        if scan.seq.closed and not allow_closed:
+            raise RequestError(409, f"the sequence of scan {scan.uuid} is closed "
+                                    "(post it with ?open=true to append)")
+        return scan
+
+    def stop(self) -> bool:
+        """End the running scan with reason "stopped"; False if none was running."""
+        with self._lock:
+            scan = self.scan
+            if scan is None or scan.finished:
+                return False
+            logger.info("scan %s stopped externally", scan.uuid)
+            scan.end("stopped")
+            scan.update_pending = True
+            self._flush_update(scan)
+            return True
+
+    # === updates ===
+
+    def _update(self) -> ControllerUpdate:
+        scan = self.scan
+        return ControllerUpdate(
+            mapping_uuid=scan.uuid if scan else None,
+            parameters_version={n: p.uuid for n, p in self.parameters.items()},
+            target_parameters_hash=self.parameters_hash,
+            streams=scan.streams if scan else [], active_streams=scan.streams if scan else [],
+            finished=scan.finished if scan else False, reason=scan.reason if scan else None)
+
+    def _publish_update(self) -> None:
+        self.redis.xadd(Keys.UPDATES, {"d": self._update().model_dump_json()}, maxlen=100,
+                        approximate=True)
+
+    def _flush_update(self, scan: Scan) -> None:
+        if scan.update_pending and scan is self.scan:
+            self._publish_update()
+        scan.update_pending = False
+
+    # === binding ===
+
+    def _bind_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                scan = self.scan
+            if scan is None or scan.finished:
+                self._wake.wait(0.1)
+                self._wake.clear()
+                continue
+            try:
+                answer = self.redis.xread(
+                    {Keys.credits(scan.uuid): scan.credit_id,
+                     Keys.reduced(scan.uuid): scan.reduced_id},
+                    count=1000, block=self.settings.block_ms)
+                found = as_streams(answer)
+            except redis.RedisError as exc:
+                self._redis_trouble(exc)
+                self._stop.wait(0.2)
+                continue
+            try:
+                with self._lock:
+                    if self.scan is not scan:
+                        continue
+                    self._consume(scan, found)
+                    self._advance(scan)
+            except redis.RedisError as exc:
+                self._redis_trouble(exc)
+                self._stop.wait(0.2)
+            except Exception:
+                logger.exception("binding loop error in scan %s", scan.uuid)
+                self._stop.wait(0.2)
+
+    def _consume(self, scan: Scan, entries: Streams) -> None:
+        credits_key = Keys.credits(scan.uuid).encode()
+        tags_of = self._tags_lookup()
+        for key, items in entries:
+            is_credit = key == credits_key
+            for entry_id, fields in items:
+                try:
+                    if is_credit:
+                        scan.credit_id = entry_id
+                        scan.credit(credit_decoder.decode(fields[b"d"]), tags_of)
+                    else:
+                        scan.reduced_id = entry_id
+                        scan.reduce(reduced_decoder.decode(fields[b"d"]))
+                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+                    name = "malformed_credits" if is_credit else "malformed_reduced"
+                    scan.counters[name] += 1
+                    if scan.counters[name] <= 10:
+                        logger.error("ignored a malformed %s entry %s: %s", name[10:],
+                                     entry_id.decode(), exc)
+
+    def _tags_lookup(self) -> Callable[[str], Iterable[str] | None]:
+        def tags_of(name: str) -> Iterable[str] | None:
+            tags = self.configs().tags_of(name)
+            return tags if tags is not None else self.configs(max_age=0).tags_of(name)
+
+        return tags_of
+
+    def _advance(self, scan: Scan) -> None:
+        """Publish pending batches, bind what credits allow, finish when done (lock held)."""
+        key = Keys.assigned(scan.uuid)
+        while scan.outbox:
+            self.redis.xadd(key, scan.outbox[0])  # type: ignore[arg-type]
+            scan.outbox.popleft()
+        if not scan.finished:
+            for _ in range(1024):
+                batch = scan.engine.bind()
+                if batch.count == 0:
+                    scan.note_bindings(batch)  # constraints bound ahead of emission
+                    break
+                scan.outbox.append(scan.record(batch))
+                self.redis.xadd(key, scan.outbox[0])  # type: ignore[arg-type]
+                scan.outbox.popleft()
+            if scan.complete():
+                scan.end(None)
+                scan.update_pending = True
+                logger.info("scan %s finished: %d events", scan.uuid, scan.engine.next_event)
+        self._flush_update(scan)
+
+    def _check_workers(self) -> None:
+        with self._lock:
+            scan = self.scan
+        if scan is None or scan.finished:
+            return
+        cfg = self.configs()
+        live = {w.name for w in cfg.workers}
+        with self._lock:
+            if self.scan is not scan or scan.finished:
+                return
+            for name in [n for n in scan.workers if n not in live]:
+                info: LostWorker = scan.lose_worker(name)
+                self.counters["workers_lost"] += 1
+                logger.error("worker %s lost in scan %s (config expired): %d events lost, "
+                             "%d constraints rebound", name, scan.uuid, info.events_lost,
+                             info.constraints_rebound)
+            if scan.unknown:
+                scan.adopt_unknown(cfg.tags_of)
+            self._advance(scan)
+
+    # === housekeeping ===
+
+    def _housekeeping(self) -> None:
+        s = self.settings
+        due = {"check": 0.0, "lock": time.monotonic() + s.lock_ttl / 3, "defaults": 0.0}
+        while not self._stop.wait(0.05):
+            now = time.monotonic()
+            try:
+                if now >= due["check"]:
+                    due["check"] = now + s.check_interval
+                    self._check_redis_restart()
+                    self._check_workers()
+                if now >= due["lock"]:
+                    due["lock"] = now + s.lock_ttl / 3
+                    self.lock.renew()
+                if now >= due["defaults"]:
+                    due["defaults"] = now + s.defaults_interval
+                    self._apply_defaults()
+            except redis.RedisError as exc:
+                self._redis_trouble(exc)
+            except Exception:
+                logger.exception("controller housekeeping failed")
+
+    # === parameters ===
+
+    def set_param(self, name: ParameterName, data: bytes) -> HashDigest:
+        """Store a new version of parameter ``name``; returns the new parameters hash."""
+        param = WorkParameter(name=name, data=data)
+        with self._lock:
+            self.redis.set(Keys.parameter(name, str(param.uuid)), data)
+            old = self.parameters.get(name)
+            if old is not None:
+                self.redis.expire(Keys.parameter(name, str(old.uuid)), OLD_VALUE_TTL)
+            self.parameters[name] = param
+            self.parameters_hash = parameters_hash(self.parameters)
+            self._publish_update()
+            logger.info("parameter %s set (%d bytes); hash %s", name, len(data),
+                        self.parameters_hash[:12])
+            return self.parameters_hash
+
+    def get_param(self, name: str) -> bytes | None:
+        with self._lock:
+            param = self.parameters.get(ParameterName(name))
+            return None if param is None else param.data
+
+    def describe_parameters(self) -> list[ParameterType]:
+        """Every registered description plus the synthetic ``dump_prefix``, sorted by name."""
+        keys = list(self.redis.scan_iter(match=Keys.description("*"), count=1000))
+        found: dict[str, ParameterType] = {}
+        invalid = 0
+        for key, value in zip(keys, self.redis.mget(keys) if keys else [], strict=True):
+            if value is None:
+                continue
+            try:
+                desc = Parameter.validate_json(value)
+            except ValidationError as exc:
+                invalid += 1
+                if key not in self._bad_keys:
+                    self._bad_keys.add(key)
+                    logger.error("ignored the invalid parameter description %s: %s",
+                                 key.decode(errors="replace"), str(exc).splitlines()[0])
+                continue
+            found[desc.name] = desc
+        self.counters["invalid_descriptions"] = invalid  # a gauge, like invalid_configs
+        found.setdefault(DUMP_PREFIX, StrParameter(name=DUMP_PREFIX,
+                                                   description="Prefix to dump ingester values"))
+        return [found[n] for n in sorted(found)]
+
+    def _apply_defaults(self) -> None:
+        for desc in self.describe_parameters():
+            if desc.name == DUMP_PREFIX or desc.name in self.parameters:
+                continue
+            base: ParameterBase = desc
+            data = type(base).to_bytes(desc.default)
+            logger.info("parameter %s set to its default %r", desc.name, desc.default)
+            self.set_param(desc.name, data)
+
+    # === dumps ===
+
+    def _write_dumps(self, scan: Scan) -> None:
+        with self._lock:
+            params = dict(self.parameters)
+        prefix_param = params.get(DUMP_PREFIX)
+        prefix = prefix_param.data.decode("utf8", errors="replace") if prefix_param else ""
+        if not prefix:
+            return
+        mapping_file = f"{prefix}mapping-{scan.uuid}.json"
+        binary = any(b"\x00" in p.data for p in params.values())
+        if not binary:
+            try:
+                for p in params.values():
+                    p.data.decode("utf8")
+            except UnicodeDecodeError:
+                binary = True
+        param_file = f"{prefix}parameters-{scan.uuid}.{'cbor' if binary else 'json'}"
+        try:
+            with self._lock:
+                body = scan.seq.to_sequence_json()
+            Path(mapping_file).write_text(json.dumps(body))
+            dump_parameter_file(params, param_file)
+            logger.info("dumped the mapping to %s and the parameters to %s", mapping_file,
+                        param_file)
+        except OSError as exc:
+            self.counters["dump_errors"] += 1
+            logger.error("could not write the dumps with prefix %r: %s", prefix, exc)
+
+    # === reports ===
+
+    def progress(self) -> Progress:
+        with self._lock:
+            return self.scan.progress() if self.scan is not None else Progress()
+
+    def status(self) -> Status:
+        cfg = self._configs()
+        with self._lock:
+            if self.scan is None:
+                return Status(components=cfg.counters, counters=self._counters())
+            return self.scan.status(cfg.counters, self._counters())
+
+    def _counters(self) -> dict[str, int]:
+        return {**self.counters, "lock_lost": self.lock.lost}
+
+    def load(self, intervals: list[int], scan: bool = True) -> dict[str, WorkerLoad]:
+        with self._lock:
+            return self.scan.load(intervals, scan) if self.scan is not None else {}
+
+    def sequence_json(self) -> dict[str, Any]:
+        with self._lock:
+            if self.scan is None:
+                return {"parts": {}, "sequence": []}
+            return self.scan.seq.to_sequence_json()
+
+    def logs(self, level: str = "INFO") -> list[dict[str, str]]:
+        """Entries of ``dfast:logs`` at or above ``level``."""
+        levels = logging.getLevelNamesMapping()
+        minimum = int(level) if level.isdigit() else levels.get(level.upper())
+        if minimum is None:
+            raise RequestError(400, f"unknown log level {level!r} (use one of "
+                                    "DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+        out = []
+        for _id, fields in as_entries(self.redis.xrange(Keys.LOGS, "-", "+")):
+            entry = {as_text(k): as_text(v) for k, v in fields.items()}
+            if levels.get(entry.get("levelname", ""), 0) >= minimum:
+                out.append(entry)
+        return out
+
+
+# === the ASGI app and the server ===
+
+
+def __getattr__(name: str) -> Any:
+    # ``uvicorn dranspose_fast.controller:app``: built on first access, from the environment
+    if name == "app":
+        from dranspose_fast.api import controller_routes
+
+        return controller_routes.app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def run(host: str = "127.0.0.1", port: int = 5000,
+        settings: ControllerSettings | None = None, log_level: str = "info") -> None:
+    """Serve the controller's REST API with uvicorn until SIGTERM/SIGINT (closes cleanly)."""
+    import uvicorn
+
+    from dranspose_fast.api.controller_routes import create_app
+
+    uvicorn.run(create_app(None, settings), host=host, port=port, log_level=log_level)

@@ -1,0 +1,232 @@
+"""The controller's view of Redis: settings, errors, the lock and the ensemble of components.
+
+Everything here is per request or per period (never per event): reading ``dfast:config:*``
+into an ``EnsembleState``, the single-controller lock, typed views of redis-py answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from pydantic import UUID4, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from dranspose_fast import __version__
+from dranspose_fast.controller_scan import counters_of
+from dranspose_fast.errors import DransposeFastError
+from dranspose_fast.protocol import (
+    HashDigest,
+    IngesterState,
+    ParameterName,
+    ReducerState,
+    StreamName,
+    WorkerState,
+    WorkParameter,
+)
+from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.settings import DistributedSettings
+
+logger = logging.getLogger("dranspose_fast.controller")
+
+
+class ControllerError(DransposeFastError, RuntimeError):
+    """The controller cannot run (e.g. it cannot get the lock)."""
+
+
+class ControllerLockError(ControllerError):
+    """Another controller holds ``dfast:controller:lock``."""
+
+
+class RequestError(DransposeFastError, ValueError):
+    """A request the controller refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _env(name: str) -> Any:
+    return AliasChoices(name)
+
+
+class ControllerSettings(DistributedSettings):
+    """Controller timings (``DFAST_*`` environment variables; short in tests)."""
+
+    lock_ttl: float = Field(10.0, gt=0, validation_alias=_env("dfast_lock_ttl"))
+    lock_retry: float = Field(2.0, gt=0, validation_alias=_env("dfast_lock_retry"))
+    lock_timeout: float = Field(60.0, ge=0, validation_alias=_env("dfast_lock_timeout"))
+    mapping_timeout: float = Field(10.0, gt=0, validation_alias=_env("dfast_mapping_timeout"))
+    config_cache: float = Field(0.3, ge=0, validation_alias=_env("dfast_config_cache"))
+    defaults_interval: float = Field(1.0, gt=0, validation_alias=_env("dfast_defaults_interval"))
+    check_interval: float = Field(0.5, gt=0, validation_alias=_env("dfast_check_interval"))
+    block_ms: int = Field(100, ge=1, validation_alias=_env("dfast_block_ms"))
+
+
+# === the ensemble (component configs) ===
+
+
+class IngesterConfig(IngesterState):
+    model_config = ConfigDict(extra="allow")
+
+
+class WorkerConfig(WorkerState):
+    model_config = ConfigDict(extra="allow")
+
+
+class ReducerConfig(ReducerState):
+    model_config = ConfigDict(extra="allow")
+
+
+_ROLES: dict[str, type[BaseModel]] = {
+    "ingester": IngesterConfig, "worker": WorkerConfig, "reducer": ReducerConfig,
+}
+
+
+class EnsembleState(BaseModel):
+    """``GET /api/v1/config``: every live component's published state."""
+
+    ingesters: list[IngesterConfig] = []
+    workers: list[WorkerConfig] = []
+    reducer: ReducerConfig | None = None
+    controller_version: str | None = None
+    parameters_version: dict[ParameterName, UUID4] = {}
+    parameters_hash: HashDigest | None = None
+
+    def get_streams(self) -> list[StreamName]:
+        """Ingester streams that every worker reaches through the ingesters it connects to."""
+        streams = {s for i in self.ingesters for s in i.streams}
+        for w in self.workers:
+            streams &= {s for i in w.ingesters for s in i.streams}
+        return sorted(streams)
+
+    def tags_of(self, name: str) -> set[str] | None:
+        for w in self.workers:
+            if w.name == name:
+                return set(w.tags)
+        return None
+
+
+@dataclass
+class Configs:
+    ensemble: EnsembleState
+    counters: dict[str, dict[str, float]] = field(default_factory=dict)
+    at: float = 0.0
+
+
+# === typed views of redis answers ===
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+Streams = list[tuple[bytes, Entries]]
+
+
+def as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def as_entries(answer: object) -> Entries:
+    return cast(Entries, answer or [])
+
+
+def as_streams(answer: object) -> Streams:
+    # RESP2 answer of XREAD: [[key, [(id, {field: value})]]]
+    return cast(Streams, answer or [])
+
+
+class ControllerLock:
+    """``SET dfast:controller:lock <uuid> NX PX``, renewed only while it is ours."""
+
+    _RENEW = (
+        "local v = redis.call('GET', KEYS[1]) "
+        "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+        "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end "
+        "return 0"
+    )
+    _RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                "return redis.call('DEL', KEYS[1]) end return 0")
+
+    def __init__(self, client: redis.Redis, owner: str, settings: ControllerSettings) -> None:
+        self.redis = client
+        self.owner = owner
+        self.settings = settings
+        self.lost = 0
+
+    def acquire(self, stop: threading.Event) -> None:
+        """Take the lock, retrying every ``lock_retry`` up to ``lock_timeout`` seconds.
+
+        Raises
+        ------
+        ControllerLockError
+            naming the holder, when the lock stays taken.
+        """
+        ttl = int(self.settings.lock_ttl * 1000)
+        deadline = time.monotonic() + self.settings.lock_timeout
+        while not self.redis.set(Keys.LOCK, self.owner, nx=True, px=ttl):
+            holder = as_text(self.redis.get(Keys.LOCK))
+            if time.monotonic() >= deadline or stop.is_set():
+                raise ControllerLockError(
+                    f"another controller ({holder or 'gone'}) holds "
+                    f"{Keys.LOCK} on {self.settings.redis_dsn}; gave up after "
+                    f"{self.settings.lock_timeout:g} s")
+            logger.warning("another controller holds %s; retrying in %g s", Keys.LOCK,
+                           self.settings.lock_retry)
+            time.sleep(min(self.settings.lock_retry, max(0.0, deadline - time.monotonic())))
+
+    def renew(self) -> None:
+        """Extend the lock; take it again if it vanished (Redis restarted)."""
+        res = self.redis.eval(self._RENEW, 1, Keys.LOCK, self.owner,
+                              int(self.settings.lock_ttl * 1000))
+        if res == 2:
+            logger.warning("the controller lock had vanished; taken again")
+        elif res == 0:
+            self.lost += 1
+            logger.error("the controller lock is held by another controller: two controllers "
+                         "share this redis")
+
+    def release(self) -> None:
+        self.redis.eval(self._RELEASE, 1, Keys.LOCK, self.owner)
+
+
+def read_configs(client: redis.Redis, parameters: dict[ParameterName, WorkParameter],
+                 phash: HashDigest, bad_keys: set[bytes]) -> tuple[Configs, int]:
+    """SCAN + MGET ``dfast:config:*``; returns the configs and how many were invalid.
+
+    An invalid config is logged once per key (``bad_keys`` remembers them) and skipped.
+    """
+    keys = sorted(cast(list[bytes], client.scan_iter(match="dfast:config:*", count=1000)))
+    values = cast(list[bytes | None], client.mget(keys)) if keys else []
+    found: dict[str, list[Any]] = {"ingester": [], "worker": [], "reducer": []}
+    counters: dict[str, dict[str, float]] = {}
+    invalid = 0
+    for key, value in zip(keys, values, strict=True):
+        if value is None:
+            continue  # expired between SCAN and MGET
+        role = key.decode(errors="replace").split(":")[2] if key.count(b":") >= 3 else ""
+        model = _ROLES.get(role)
+        try:
+            if model is None:
+                raise ValueError(f"unknown role {role!r}")
+            state = model.model_validate_json(value)
+            raw = json.loads(value)
+        except (ValidationError, ValueError) as exc:
+            invalid += 1
+            if key not in bad_keys:
+                bad_keys.add(key)
+                logger.error("ignored the invalid config %s: %s", key.decode(errors="replace"),
+                             str(exc).splitlines()[0])
+            continue
+        found[role].append(state)
+        counters[f"{role}:{getattr(state, 'name', '?')}"] = counters_of(raw)
+    ensemble = EnsembleState(
+        ingesters=found["ingester"], workers=found["worker"],
+        reducer=found["reducer"][0] if found["reducer"] else None,
+        controller_version=__version__,
+        parameters_version={n: p.uuid for n, p in parameters.items()}, parameters_hash=phash)
+    return Configs(ensemble, counters, time.monotonic()), invalid

@@ -1,0 +1,467 @@
+"""Bookkeeping of one scan at the controller: credits, deliveries, finish, bounded reports.
+
+The controller (``controller.py``) moves messages between Redis and this state; everything
+here is plain Python and numpy, per batch, never per event.  A ``Scan`` knows, for every
+worker, how many (worker, event) deliveries were emitted to it and which of them are not yet
+processed (bounded by the credit window), so progress, lost events and the finish decision
+are exact without per-event records of the whole scan.
+
+All reports (``progress``, ``status``, ``load``) have a size independent of the scan length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import UUID4, BaseModel
+
+from dranspose_fast.errors import MapError
+from dranspose_fast.mapping import Batch, BindingEngine, MappingSequence
+from dranspose_fast.protocol_redis import AssignmentBatch, CreditMessage, ReducedMessage
+
+logger = logging.getLogger("dranspose_fast.controller.scan")
+
+#: Length of the "recent" lists in /status (bindings, events, lost event numbers).
+RECENT = 100
+#: Samples of a worker's processed total kept for /load.
+LOAD_SAMPLES = 4096
+
+_I64 = npt.NDArray[np.int64]
+
+
+# === answers (pydantic, also the OpenAPI schema) ===
+
+
+class Progress(BaseModel):
+    """``GET /api/v1/progress`` (the dranspose 0.2 keys)."""
+
+    last_assigned: int = 0
+    completed_events: int = 0
+    total_events: int | None = 0
+    finished: bool = False
+
+
+class WorkerStatus(BaseModel):
+    tags: list[str]
+    granted: int
+    processed: int
+    results: int
+    reduced: int
+    errors: int
+    deliveries: int
+    outstanding: int
+    credit: int
+    pending: int
+
+
+class LostWorker(BaseModel):
+    """A worker whose config expired mid-scan: the events it held are lost."""
+
+    processed: int
+    deliveries: int
+    events_lost: int
+    lost_events: list[int]
+    constraints_rebound: int
+    at: float
+
+
+class Binding(BaseModel):
+    part: str
+    instance: int
+    constraint: int
+    worker: str
+    first_event: int
+
+
+class RecentEvent(BaseModel):
+    event: int
+    streams: dict[str, list[str] | None]
+
+
+class ReducerStatus(BaseModel):
+    reduced: int
+    errors: int
+
+
+class Status(BaseModel):
+    """``GET /api/v1/status``: a bounded summary of the current scan."""
+
+    mapping_uuid: UUID4 | None = None
+    finished: bool = False
+    reason: str | None = None
+    open: bool = False
+    last_assigned: int = 0
+    completed_events: int = 0
+    total_events: int | None = 0
+    known_events: int = 0
+    batches: int = 0
+    workers: dict[str, WorkerStatus] = {}
+    lost_workers: dict[str, LostWorker] = {}
+    reducer: ReducerStatus | None = None
+    components: dict[str, dict[str, float]] = {}
+    counters: dict[str, int] = {}
+    recent_bindings: list[Binding] = []
+    recent_events: list[RecentEvent] = []
+
+
+class IntervalLoad(BaseModel):
+    events: int
+    seconds: float
+    rate: float
+
+
+class WorkerLoad(BaseModel):
+    last_event: int | None
+    intervals: dict[str, IntervalLoad]
+
+
+# === per-worker tracking ===
+
+
+class WorkerTrack:
+    """Deliveries emitted to one worker and how far it has processed them.
+
+    A worker processes its deliveries in event order, so ``processed = k`` means its first
+    ``k`` deliveries are done. Only the undone ones are kept (at most the credit window plus a
+    constraint span), as numpy chunks of event numbers.
+    """
+
+    def __init__(self, name: str, tags: Iterable[str], start: float) -> None:
+        self.name = name
+        self.tags = sorted(tags)
+        self.granted = 0
+        self.processed = 0
+        self.results = 0
+        self.errors = 0
+        self.deliveries = 0
+        self.last_event: int | None = None
+        self._chunks: deque[_I64] = deque()
+        self._off = 0  # consumed entries of the first chunk
+        self._consumed = 0
+        self.samples: deque[tuple[float, int]] = deque([(start, 0)], maxlen=LOAD_SAMPLES)
+
+    def deliver(self, events: _I64) -> None:
+        if len(events):
+            self._chunks.append(events)
+            self.deliveries += len(events)
+            self._consume()
+
+    def report(self, msg: CreditMessage, now: float) -> int:
+        """Apply running totals; returns how many processed exceed the deliveries (0 if sane)."""
+        self.granted += msg.granted
+        self.results = max(self.results, msg.results)
+        self.errors = max(self.errors, msg.errors)
+        if msg.processed > self.processed:
+            self.processed = msg.processed
+            self.samples.append((now, self.processed))
+        self._consume()
+        return max(0, self.processed - self.deliveries)
+
+    def _consume(self) -> None:
+        todo = min(self.processed, self.deliveries) - self._consumed
+        while todo > 0 and self._chunks:
+            chunk = self._chunks[0]
+            take = min(todo, len(chunk) - self._off)
+            self._off += take
+            self._consumed += take
+            todo -= take
+            self.last_event = int(chunk[self._off - 1])
+            if self._off == len(chunk):
+                self._chunks.popleft()
+                self._off = 0
+
+    @property
+    def outstanding(self) -> int:
+        return self.deliveries - self._consumed
+
+    def outstanding_events(self) -> _I64:
+        if not self._chunks:
+            return np.empty(0, np.int64)
+        parts = [self._chunks[0][self._off:], *list(self._chunks)[1:]]
+        return np.concatenate(parts)
+
+    def load(self, intervals: Iterable[int], scan: bool, start: float, now: float,
+             end: float | None) -> WorkerLoad:
+        out: dict[str, IntervalLoad] = {}
+        for span in intervals:
+            since = now - span
+            base = self.samples[0][1]
+            for t, total in reversed(self.samples):
+                if t <= since:
+                    base = total
+                    break
+            seconds = max(min(float(span), now - start), 1e-9)
+            events = self.processed - base
+            out[str(span)] = IntervalLoad(events=events, seconds=seconds, rate=events / seconds)
+        if scan:
+            seconds = max((end if end is not None else now) - start, 1e-9)
+            out["scan"] = IntervalLoad(events=self.processed, seconds=seconds,
+                                       rate=self.processed / seconds)
+        return WorkerLoad(last_event=self.last_event, intervals=out)
+
+
+# === the scan ===
+
+
+class Scan:
+    """State of one scan: the map, the binding engine and what every worker reported.
+
+    Parameters
+    ----------
+    uuid : UUID
+        The mapping uuid.
+    seq : MappingSequence
+        The map (may be open: reactive scans append to it).
+    horizon : int, optional
+        Binding look-ahead of the engine.
+    """
+
+    def __init__(self, uuid: UUID4, seq: MappingSequence, horizon: int | None = None) -> None:
+        self.uuid = uuid
+        self.seq = seq
+        self.engine = BindingEngine(seq) if horizon is None else BindingEngine(seq, horizon)
+        self.streams = list(seq.streams)
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self.workers: dict[str, WorkerTrack] = {}
+        self.lost: dict[str, LostWorker] = {}
+        self.reduced: dict[str, int] = {}
+        self.reducer_errors = 0
+        self.reducer_seen = False
+        self.credit_id: bytes = b"0-0"
+        self.reduced_id: bytes = b"0-0"
+        self.finished = False
+        self.reason: str | None = None
+        self.update_pending = False  # the finished update still has to reach Redis
+        self.outbox: deque[dict[str, bytes]] = deque()  # encoded batches not yet in Redis
+        self.batches = 0
+        self.counters: dict[str, int] = {
+            "malformed_credits": 0, "malformed_reduced": 0, "unknown_worker_credits": 0,
+            "credits_after_loss": 0, "rejected_workers": 0, "overcounted_events": 0,
+        }
+        self.unknown: dict[str, int] = {}  # granted credits of workers without a config
+        self._lost_arrays: dict[str, _I64] = {}
+        self._completed: tuple[Any, int] | None = None
+        self._bindings: deque[tuple[int, int, str, int]] = deque(maxlen=RECENT)
+        self._recent: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint64],
+                            dict[int, str]] | None = None
+
+    # === workers ===
+
+    def add_worker(self, name: str, tags: Iterable[str]) -> None:
+        """Register a worker with the engine (no credit yet).
+
+        Raises
+        ------
+        MapError
+            if the engine refuses it (no free slot, bad tags).
+        """
+        tagset = set(tags)
+        self.engine.add_worker(name, tagset)
+        self.workers[name] = WorkerTrack(name, tagset, self.started)
+
+    def credit(self, msg: CreditMessage, tags_of: Callable[[str], Iterable[str] | None]) -> None:
+        """Apply one ``CreditMessage``; an unknown worker is registered with its config's tags."""
+        track = self.workers.get(msg.worker)
+        if track is None:
+            if msg.worker in self.lost:
+                self.counters["credits_after_loss"] += 1
+                return
+            tags = tags_of(msg.worker)
+            if tags is None:
+                # keep its credit: its config may just not be visible yet
+                self.counters["unknown_worker_credits"] += 1
+                self.unknown[msg.worker] = self.unknown.get(msg.worker, 0) + msg.granted
+                logger.warning("credits from worker %r, which has no config; held back",
+                               msg.worker)
+                return
+            try:
+                self.add_worker(msg.worker, tags)
+            except MapError as exc:
+                self.counters["rejected_workers"] += 1
+                logger.error("cannot add worker %r to scan %s: %s", msg.worker, self.uuid, exc)
+                return
+            track = self.workers[msg.worker]
+            held = self.unknown.pop(msg.worker, 0)
+            if held:
+                self.engine.grant(msg.worker, held)
+                track.granted += held
+        over = track.report(msg, time.monotonic())
+        if msg.granted:
+            self.engine.grant(msg.worker, msg.granted)
+        if over:
+            self.counters["overcounted_events"] += 1
+            logger.error("worker %r reports %d processed events but got only %d",
+                         msg.worker, track.processed, track.deliveries)
+
+    def adopt_unknown(self, tags_of: Callable[[str], Iterable[str] | None]) -> None:
+        """Register held-back workers whose config has appeared since."""
+        for name in list(self.unknown):
+            tags = tags_of(name)
+            if tags is not None:
+                granted = self.unknown.pop(name)
+                self.credit(CreditMessage(worker=name, granted=granted, processed=0, results=0),
+                            tags_of)
+
+    def reduce(self, msg: ReducedMessage) -> None:
+        self.reducer_seen = True
+        for worker, total in msg.reduced.items():
+            if total > self.reduced.get(worker, 0):
+                self.reduced[worker] = total
+        self.reducer_errors = max(self.reducer_errors, msg.errors)
+
+    def lose_worker(self, name: str) -> LostWorker:
+        """Remove a worker that vanished; its unemitted constraints are rebound by ``bind``."""
+        track = self.workers.pop(name)
+        rebound = self.engine.remove_worker(name)
+        lost_events = track.outstanding_events()
+        info = LostWorker(processed=track.processed, deliveries=track.deliveries,
+                          events_lost=len(lost_events),
+                          lost_events=lost_events[:RECENT].tolist(),
+                          constraints_rebound=int(len(rebound)), at=time.time())
+        self.lost[name] = info
+        self._lost_arrays[name] = lost_events
+        return info
+
+    # === binding ===
+
+    def record(self, batch: Batch) -> dict[str, bytes]:
+        """Account a bind result (deliveries per worker, recent rows); returns its encoding."""
+        names = dict(batch.worker_names)
+        n = batch.count
+        if batch.masks.shape[1]:
+            rowmask = np.bitwise_or.reduce(batch.masks, axis=1).astype("<u8")
+        else:
+            rowmask = np.zeros(n, "<u8")
+        bits = np.unpackbits(rowmask.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
+        counts = bits.sum(axis=0)
+        for slot in np.flatnonzero(counts).tolist():
+            track = self.workers.get(names.get(slot, ""))
+            if track is not None:
+                track.deliver(np.flatnonzero(bits[:, slot]).astype(np.int64) + batch.first_event)
+        self.note_bindings(batch)
+        keep = min(n, RECENT)
+        self._recent = (batch.first_event + n - keep, batch.present[n - keep:].copy(),
+                        batch.masks[n - keep:].copy(), names)
+        self.batches += 1
+        return AssignmentBatch(batch.first_event, batch.present, batch.masks,
+                               AssignmentBatch.slot_names(names)).encode()
+
+    def note_bindings(self, batch: Batch) -> None:
+        """Remember the latest constraint bindings (for /status)."""
+        names = batch.worker_names
+        for inst, local, slot, first in batch.bound[-RECENT:].tolist():
+            self._bindings.append((inst, local, names.get(slot, "?"), first))
+
+    def complete(self) -> bool:
+        """Map closed and emitted, every delivery processed, every result reduced."""
+        if not self.engine.finished:
+            return False
+        for name, track in self.workers.items():
+            if track.processed < track.deliveries:
+                return False
+            if track.results and self.reduced.get(name, 0) < track.results:
+                return False
+        return True
+
+    def end(self, reason: str | None) -> None:
+        self.finished = True
+        self.reason = reason
+        self.ended = time.monotonic()
+
+    # === reports ===
+
+    def completed_events(self) -> int:
+        """Emitted events none of whose deliveries is outstanding or lost."""
+        key = (self.engine.next_event, len(self.lost),
+               tuple((t.deliveries, t.outstanding) for t in self.workers.values()))
+        if self._completed is not None and self._completed[0] == key:
+            return self._completed[1]
+        parts = [t.outstanding_events() for t in self.workers.values() if t.outstanding]
+        parts += [a for a in self._lost_arrays.values() if len(a)]
+        if len(parts) == 1:
+            busy = len(parts[0])  # one worker's deliveries are distinct events
+        else:
+            busy = len(np.unique(np.concatenate(parts))) if parts else 0
+        done = self.engine.next_event - busy
+        self._completed = (key, done)
+        return done
+
+    def progress(self) -> Progress:
+        return Progress(last_assigned=self.engine.next_event,
+                        completed_events=self.completed_events(),
+                        total_events=self.seq.total_events, finished=self.finished)
+
+    def status(self, components: dict[str, dict[str, float]],
+               counters: dict[str, int]) -> Status:
+        workers = {
+            name: WorkerStatus(
+                tags=t.tags, granted=t.granted, processed=t.processed, results=t.results,
+                reduced=self.reduced.get(name, 0), errors=t.errors, deliveries=t.deliveries,
+                outstanding=t.outstanding, credit=self.engine.credit(name),
+                pending=self.engine.pending(name))
+            for name, t in sorted(self.workers.items())
+        }
+        reducer = ReducerStatus(reduced=sum(self.reduced.values()), errors=self.reducer_errors) \
+            if self.reducer_seen else None
+        reason = self.reason if self.reason or not self.finished else "completed"
+        return Status(
+            mapping_uuid=self.uuid, finished=self.finished, reason=reason,
+            open=not self.seq.closed, last_assigned=self.engine.next_event,
+            completed_events=self.completed_events(), total_events=self.seq.total_events,
+            known_events=self.seq.known_events, batches=self.batches, workers=workers,
+            lost_workers=dict(self.lost), reducer=reducer, components=components,
+            counters={**counters, **self.counters}, recent_bindings=self._binding_list(),
+            recent_events=self._recent_events())
+
+    def _binding_list(self) -> list[Binding]:
+        out = []
+        for inst, local, worker, first in self._bindings:
+            try:
+                _, part, _ = self.seq.locate(first)
+                value = self.seq.constraint_value(inst, local)
+            except (MapError, IndexError, ValueError):
+                part, value = "?", local
+            out.append(Binding(part=part, instance=inst, constraint=value, worker=worker,
+                               first_event=first))
+        return out
+
+    def _recent_events(self) -> list[RecentEvent]:
+        if self._recent is None:
+            return []
+        first, present, masks, names = self._recent
+        out = []
+        for i in range(len(present)):
+            streams: dict[str, list[str] | None] = {}
+            for j, stream in enumerate(self.streams):
+                m = int(masks[i, j])
+                streams[stream] = sorted(names.get(w, "?") for w in range(64) if m >> w & 1) \
+                    if present[i, j] else None
+            out.append(RecentEvent(event=first + i, streams=streams))
+        return out
+
+    def load(self, intervals: list[int], scan: bool) -> dict[str, WorkerLoad]:
+        now = time.monotonic()
+        return {name: t.load(intervals, scan, self.started, now, self.ended)
+                for name, t in sorted(self.workers.items())}
+
+
+def counters_of(raw: dict[str, Any]) -> dict[str, float]:
+    """Numeric fields of a component's published state (its counters), bounded to 64."""
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, dict) and key not in ("connected_workers",):
+            for sub, v in value.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    out[f"{key}.{sub}"] = v
+        if len(out) >= 64:
+            break
+    return out
