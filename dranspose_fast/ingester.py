@@ -1,0 +1,560 @@
+"""The ingester service: upstream streams in, packed event batches out to the workers.
+
+An ingester owns one or more streams.  For every event of a scan the controller's assignment
+batches (``dfast:assigned:{uuid}``) say, per stream, which workers get the frame (a bit mask;
+0 = consumed and discarded; absent = no frame).  The ingester takes exactly one upstream
+message per present cell, in order, and sends each worker one packed batch per round
+(``dataplane.encode_events``), zero-copy for large frames.
+
+Threads: the ``Service`` base publishes the config key and follows ``dfast:updates``; one
+thread reads the assignment stream (XREAD BLOCK, from entry 0 for each new mapping); the data
+loop owns every ZeroMQ socket and is woken through an inproc socket when control messages
+arrive; routing is in ``ingester_routing``, the sources (direct upstream sockets, user
+generators in their own asyncio thread) in ``ingester_sources``.
+
+Extension API (dranspose 0.2 compatible): subclass ``Ingester`` (or a built-in one) and
+implement ``async def run_source(self, stream)`` yielding one ``StreamData`` per event in which
+the stream appears (or ``IsSoftwareTriggered()`` placeholders), optionally
+``async def stop_source(self, stream)`` and ``software_trigger(self)``, an iterator of
+``{stream: StreamData}`` dicts whose next item fills the placeholders of each event.
+Built-in ingesters return an ``UpstreamSource`` from ``direct_source`` instead: the data loop
+then reads the upstream socket itself.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any, ClassVar
+
+import redis
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel, Field, model_validator
+
+from dranspose_fast.distributed import RECONNECT_DELAY, Service
+from dranspose_fast.dump import DumpWriter
+from dranspose_fast.event import StreamData
+from dranspose_fast.ingester_routing import PendingBatch, Scan, WorkerLinks, route
+from dranspose_fast.ingester_sources import (
+    SOURCE_TIMEOUT,
+    Counters,
+    GeneratorSource,
+    Source,
+    SourceRunner,
+    UpstreamSource,
+    Waker,
+)
+from dranspose_fast.protocol import (
+    ConnectedWorker,
+    IngesterState,
+    ParameterName,
+    StreamName,
+    WorkerName,
+    ZmqUrl,
+)
+from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.settings import IngesterSettings
+
+__all__ = [
+    "GeneratorSource", "Ingester", "IngesterCounters", "IngesterSettings", "IngesterStatus",
+    "IsSoftwareTriggered", "UpstreamSettings", "UpstreamSource",
+]
+
+
+class IsSoftwareTriggered(Exception):
+    """Yield this (class or instance) from ``run_source`` for a software-triggered stream."""
+
+
+class IngesterCounters(BaseModel):
+    """The published counters (see ``ingester_routing.Counters`` for their meaning)."""
+
+    forwarded: int = 0
+    discarded_by_map: int = 0
+    discarded_outside_scan: int = 0
+    malformed: int = 0
+    queued_for_absent_workers: int = 0
+    dropped_for_absent_workers: int = 0
+    events_routed: int = 0
+    bad_assignments: int = 0
+    bad_worker_messages: int = 0
+    dumped: int = 0
+    dump_errors: int = 0
+    source_errors: int = 0
+
+
+class IngesterStatus(IngesterState):
+    """``IngesterState`` plus the counters; readers that expect the 0.2 state ignore them."""
+
+    counters: IngesterCounters = Field(default_factory=IngesterCounters)
+
+
+class UpstreamSettings(IngesterSettings):
+    """Settings of an ingester that reads ZeroMQ upstreams (``UPSTREAM_URL``, ``UPSTREAM_URLS``).
+
+    ``upstream_urls`` (JSON ``{stream: url}``) gives each stream its own upstream; streams not
+    listed use ``upstream_url``.
+    """
+
+    upstream_url: ZmqUrl | None = None
+    upstream_urls: dict[StreamName, ZmqUrl] = {}
+
+    @model_validator(mode="after")
+    def _every_stream_has_a_url(self) -> UpstreamSettings:
+        missing = [s for s in self.ingester_streams
+                   if s not in self.upstream_urls and self.upstream_url is None]
+        if missing:
+            raise ValueError(f"streams {missing} have no upstream: set upstream_url "
+                             "(UPSTREAM_URL) or upstream_urls (UPSTREAM_URLS)")
+        return self
+
+    def url_of(self, stream: StreamName) -> str:
+        return str(self.upstream_urls.get(stream) or self.upstream_url)
+
+
+# === The service ===
+
+
+class Ingester(Service):
+    """Base of every ingester; see the module docstring for the extension API.
+
+    Parameters
+    ----------
+    settings : IngesterSettings, optional
+        Read from the environment (``INGESTER_STREAMS``, ``INGESTER_URL``, ...) when omitted.
+    """
+
+    role = "ingester"
+    settings_class: ClassVar[type[IngesterSettings]] = IngesterSettings
+
+    def __init__(self, settings: IngesterSettings | None = None) -> None:
+        if settings is None:
+            settings = self.settings_class()
+        if not settings.ingester_streams:
+            raise ValueError("an ingester needs at least one stream (INGESTER_STREAMS)")
+        self._ingester_settings = settings
+        state = IngesterStatus(
+            name=settings.ingester_name, url=settings.ingester_url,
+            streams=list(settings.ingester_streams),
+        )
+        super().__init__(state, settings)
+        self.state: IngesterStatus
+        self._logger = self.log  # the 0.2 attribute name, used by user ingesters
+        self.streams = list(settings.ingester_streams)
+        self.active_streams: list[StreamName] = []
+        self.counters = Counters()  # written by the data loop only
+        self._source_counters = Counters()  # written by the source thread only
+        self.zmq_context: zmq.Context[Any] = zmq.Context()
+        #: For user ``run_source`` code (0.2's ``self.ctx``): sockets used in the source loop.
+        self.ctx = zmq.asyncio.Context()
+        self._control: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._waker = Waker(self.zmq_context)
+        self._router: zmq.Socket[Any] | None = None
+        self._links: WorkerLinks | None = None
+        self._upstreams: dict[StreamName, UpstreamSource] = {}
+        self._runner = SourceRunner(self, IsSoftwareTriggered)
+        self._scan: Scan | None = None
+        self._assign_target: uuid.UUID | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._rate_mark = (time.monotonic(), 0)
+        self._cleaned = False
+
+    # === extension API ===
+
+    def direct_source(self, stream: StreamName) -> UpstreamSource | None:
+        """An upstream the data loop reads itself (built-ins); ``None``: use ``run_source``."""
+        return None
+
+    async def run_source(
+        self, stream: StreamName
+    ) -> AsyncGenerator[StreamData | IsSoftwareTriggered, None]:
+        """Yield one ``StreamData`` per event in which ``stream`` appears (override this)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no source for stream {stream!r}: implement run_source")
+        yield  # pragma: no cover (makes this an async generator)
+
+    async def stop_source(self, stream: StreamName) -> None:
+        """Called when a scan's ``run_source`` generator is closed; close sockets here."""
+
+    # === lifecycle ===
+
+    def start(self) -> None:
+        """Bind the ROUTER and start every thread; returns at once."""
+        url = self._ingester_settings.ingester_url
+        address = f"tcp://*:{url.port}" if url.scheme == "tcp" else str(url)
+        router = self.zmq_context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
+        router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 300)
+        router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 300)
+        try:
+            router.bind(address)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            raise OSError(f"ingester {self.state.name}: cannot bind {address}: {exc}") from exc
+        self._router = router
+        self._links = WorkerLinks(router, self.counters, self.log)
+        self._loop_thread = threading.Thread(
+            target=self._data_loop, name=f"{self.state.name}-data", daemon=True)
+        self._loop_thread.start()
+        self.start_background()
+        self._spawn(self._read_assignments, "assignments")
+        self.log.info("ingester %s serving streams %s on %s", self.state.name, self.streams, url)
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or ``stop_event``), then ``close()``."""
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+        self.start()
+        try:
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the threads, close dumps and sockets, delete the config key."""
+        self.stop_event.set()
+        self._waker.wake()
+        if self._loop_thread is not None:
+            self._loop_thread.join(SOURCE_TIMEOUT + 5)
+        self._cleanup()
+        super().close()
+
+    # === control (updates and assignment threads) ===
+
+    def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
+        uid = update.mapping_uuid
+        if uid is None:
+            return
+        if uid != self._assign_target:
+            self._control.put(("scan", update))
+            self._assign_target = uid
+        if update.finished:
+            self._control.put(("finish", uid, update.reason or "finished"))
+        self._waker.wake()
+
+    def on_redis_restart(self) -> None:
+        if self._assign_target is not None:
+            self._control.put(("finish", self._assign_target, "redis restarted"))
+            self._waker.wake()
+
+    def _read_assignments(self) -> None:
+        """Read each mapping's assignment stream from its first entry, batch by batch."""
+        current: uuid.UUID | None = None
+        last: bytes | str = b"0-0"
+        while not self.stop_event.is_set():
+            target = self._assign_target
+            if target != current:
+                current, last = target, b"0-0"
+            if current is None:
+                self.stop_event.wait(0.05)
+                continue
+            key = Keys.assigned(current)
+            try:
+                entries: Any = self.redis.xread({key: last}, count=64, block=100)
+            except redis.RedisError as exc:
+                self.log.warning("reading %s failed (%s); retrying", key, exc)
+                self.stop_event.wait(RECONNECT_DELAY)
+                continue
+            for _key, items in entries or []:
+                for entry_id, fields in items:
+                    last = entry_id
+                    try:
+                        batch = AssignmentBatch.decode(fields)
+                    except (KeyError, ValueError) as exc:
+                        self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
+                        continue
+                    self._control.put(("assign", current, batch))
+            if entries:
+                self._waker.wake()
+
+    # === data loop ===
+
+    def _data_loop(self) -> None:
+        assert self._router is not None and self._links is not None
+        router, links, waker = self._router, self._links, self._waker
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(waker.pull, zmq.POLLIN)
+        polled: dict[zmq.Socket[Any], UpstreamSource] = {}
+        timeout = 0
+        next_chores = 0.0
+        while not self.stop_event.is_set():
+            try:
+                self._sync_poller(poller, polled)
+                for sock, _event in poller.poll(timeout):
+                    if sock is router:
+                        links.receive_hellos(self._on_hello)
+                    elif sock is waker.pull:
+                        waker.clear()
+                        self._process_control()
+                    elif sock in polled:
+                        polled[sock].fill()
+                scan = self._scan
+                routed = 0
+                if scan is not None and scan.pending:
+                    routed = route(scan, links, self.counters, self.log)
+                if links.queues:
+                    links.flush_all()
+                now = time.monotonic()
+                if now >= next_chores:
+                    self._prune_workers()
+                    next_chores = now + 0.25
+                timeout = 0 if routed else (10 if links.queues else 100)
+            except Exception:
+                self.log.exception("ingester data loop error; continuing")
+                self.stop_event.wait(0.05)
+
+    def _sync_poller(
+        self, poller: zmq.Poller, polled: dict[zmq.Socket[Any], UpstreamSource]
+    ) -> None:
+        rows = self._scan is not None and bool(self._scan.pending)
+        wanted = {src.socket: src for src in self._upstreams.values()
+                  if src.socket is not None and src.wants_poll(rows)}
+        for sock in [s for s in polled if s not in wanted]:
+            poller.unregister(sock)
+            del polled[sock]
+        for sock, src in wanted.items():
+            if sock not in polled:
+                poller.register(sock, zmq.POLLIN)
+                polled[sock] = src
+
+    def _process_control(self) -> None:
+        while True:
+            try:
+                item = self._control.get_nowait()
+            except queue.Empty:
+                return
+            kind = item[0]
+            if kind == "assign":
+                self._accept(item[1], item[2])
+            elif kind == "scan":
+                self._begin_scan(item[1])
+            elif kind == "finish":
+                self._finish_scan(item[1], item[2])
+            elif kind == "bad":
+                self.counters.bad_assignments += 1
+                self.log.error("ignored %s", item[1])
+
+    def _begin_scan(self, update: ControllerUpdate) -> None:
+        assert update.mapping_uuid is not None
+        self._end_scan(f"mapping {update.mapping_uuid} replaced it")
+        columns = list(update.streams or update.active_streams)
+        mine = [s for s in columns if s in self.streams]
+        for stream in [s for s in self._upstreams if s not in mine]:
+            self._upstreams.pop(stream).close()
+        sources: list[tuple[int, Source]] = []
+        generated: list[tuple[int, StreamName]] = []
+        for col, stream in enumerate(columns):
+            if stream not in self.streams:
+                continue
+            src = self._upstreams.get(stream) or self._open_direct(stream)
+            if src is None:
+                generated.append((col, stream))
+                continue
+            if update.finished:
+                src.end()
+            else:
+                src.begin()
+            sources.append((col, src))
+        if generated and not update.finished:
+            gens = self._runner.start([s for _c, s in generated], self._waker)
+            sources.extend((col, gens[s]) for col, s in generated)
+        sources.sort(key=lambda cs: cs[0])
+        scan = Scan(update.mapping_uuid, columns, sources)
+        scan.finished = update.finished
+        if not update.finished:
+            scan.dumper = self._open_dump(update.mapping_uuid)
+            trigger = getattr(self, "software_trigger", None)
+            if callable(trigger):
+                try:
+                    scan.software_trigger = iter(trigger())
+                except Exception:
+                    self.counters.source_errors += 1
+                    self.log.exception("software_trigger() failed")
+        self._scan = scan
+        self.active_streams = mine
+        with self._state_lock:
+            self.state.mapping_uuid = update.mapping_uuid
+        self.log.info("scan %s: streams %s of %s", update.mapping_uuid, mine, columns)
+        self._publish_quietly()  # the controller waits for our mapping_uuid
+
+    def _open_direct(self, stream: StreamName) -> UpstreamSource | None:
+        src = self.direct_source(stream)
+        if src is None:
+            return None
+        try:
+            src.open()
+        except zmq.ZMQError as exc:
+            self.counters.source_errors += 1
+            self.log.error("stream %s: cannot connect to %s: %s", stream, src.url, exc)
+            return None
+        self._upstreams[stream] = src
+        return src
+
+    def _open_dump(self, mapping_uuid: uuid.UUID) -> DumpWriter | None:
+        path = self.dump_path(mapping_uuid)
+        if path is None:
+            return None
+        try:
+            writer = DumpWriter(path)
+        except OSError as exc:
+            self.counters.dump_errors += 1
+            self.log.error("cannot open dump %s: %s", path, exc)
+            return None
+        self.log.info("dumping scan %s to %s", mapping_uuid, path)
+        return writer
+
+    def dump_path(self, mapping_uuid: uuid.UUID) -> str | None:
+        """``dump_path`` verbatim, else ``{dump_prefix}{name}-{uuid}.cbors``, else ``None``."""
+        if self._ingester_settings.dump_path:
+            return str(self._ingester_settings.dump_path)
+        prefix = self.parameters.get(ParameterName("dump_prefix"))
+        if prefix is not None and prefix.data:
+            text = prefix.data.decode("utf8", "replace")
+            return f"{text}{self.state.name}-{mapping_uuid}.cbors"
+        return None
+
+    def _end_scan(self, reason: str) -> None:
+        scan = self._scan
+        if scan is None:
+            return
+        self._close_scan(scan, reason)
+        self._runner.stop()
+        for _col, src in scan.sources:
+            if isinstance(src, GeneratorSource) and src.items:
+                self.counters.discarded_outside_scan += len(src.items)
+                src.items.clear()
+        if self._links is not None and self._links.queues:
+            self._links.drop_all(reason)
+        self._scan = None
+
+    def _finish_scan(self, mapping_uuid: uuid.UUID, reason: str) -> None:
+        scan = self._scan
+        if scan is None or scan.uuid != mapping_uuid or scan.finished:
+            return
+        scan.finished = True
+        self._close_scan(scan, reason)
+        self.log.info("scan %s finished (%s)", mapping_uuid, reason)
+
+    def _close_scan(self, scan: Scan, reason: str) -> None:
+        unrouted = sum(len(pb.rows) - pb.pos for pb in scan.pending)
+        if unrouted:
+            self.log.warning("scan %s: %d assigned events were never routed (%s)",
+                             scan.uuid, unrouted, reason)
+        scan.pending.clear()
+        if scan.dumper is not None:
+            try:
+                scan.dumper.close()
+            except OSError as exc:
+                self.counters.dump_errors += 1
+                self.log.error("closing dump %s failed: %s", scan.dumper.path, exc)
+            scan.dumper = None
+        for src in self._upstreams.values():
+            src.end()
+
+    def _accept(self, mapping_uuid: uuid.UUID, batch: AssignmentBatch) -> None:
+        scan = self._scan
+        if scan is None or scan.uuid != mapping_uuid or scan.finished or not scan.sources:
+            return
+        if batch.present.shape[1] != len(scan.columns):
+            self.counters.bad_assignments += 1
+            self.log.error("assignment batch at event %d has %d streams, the mapping %d; ignored",
+                           batch.first_event, batch.present.shape[1], len(scan.columns))
+            return
+        skip = 0
+        expected = scan.next_event
+        if expected is not None and batch.first_event != expected:
+            if batch.first_event < expected:
+                skip = min(expected - batch.first_event, batch.count)
+                self.log.warning("assignment batch repeats events %d..%d; skipped",
+                                 batch.first_event, batch.first_event + skip - 1)
+            else:
+                self.counters.bad_assignments += 1
+                self.log.error("assignments for events %d..%d are missing",
+                               expected, batch.first_event - 1)
+        scan.next_event = max(expected or 0, batch.first_event + batch.count)
+        if skip >= batch.count:
+            return
+        pb = PendingBatch(batch, scan.own_cols, skip)
+        if not pb.rows:
+            return
+        for k, (_col, src) in enumerate(scan.sources):
+            if isinstance(src, GeneratorSource):
+                n = pb.cells(k)
+                if n:
+                    self._runner.grant(src, n)
+        scan.pending.append(pb)
+
+    def _on_hello(self, name: str, service_uuid: uuid.UUID) -> None:
+        with self._state_lock:
+            workers = self.state.connected_workers
+            new = service_uuid not in workers
+            workers[service_uuid] = ConnectedWorker(
+                name=WorkerName(name), service_uuid=service_uuid, last_seen=time.time())
+        if new:
+            self.log.info("worker %s (%s) connected", name, service_uuid)
+            self._publish_quietly()
+
+    def _prune_workers(self) -> None:
+        horizon = time.time() - 4 * self.settings.config_interval
+        with self._state_lock:
+            workers = self.state.connected_workers
+            gone = [uid for uid, cw in workers.items() if cw.last_seen < horizon]
+            for uid in gone:
+                self.log.info("worker %s (%s) stopped saying hello", workers[uid].name, uid)
+                del workers[uid]
+
+    def _publish_quietly(self) -> None:
+        try:
+            self.publish_config()
+        except redis.RedisError as exc:
+            self.log.warning("publishing the config failed: %s", exc)
+
+    # === state ===
+
+    @property
+    def upstream_streams(self) -> list[StreamName]:
+        """Streams whose upstream socket the data loop has open (the fast path)."""
+        return [s for s, src in list(self._upstreams.items()) if src.socket is not None]
+
+    def counter_values(self) -> IngesterCounters:
+        """The counters now (data loop and source thread summed)."""
+        own, src = self.counters.as_dict(), self._source_counters.as_dict()
+        values = {k: own[k] + src[k] for k in own}
+        links = self._links
+        values["queued_for_absent_workers"] = links.queued_events if links is not None else 0
+        return IngesterCounters(**values)
+
+    def publish_config(self) -> None:
+        counters = self.counter_values()
+        now = time.monotonic()
+        mark_time, mark_events = self._rate_mark
+        with self._state_lock:
+            self.state.counters = counters
+            self.state.processed_events = counters.events_routed
+            if now - mark_time >= 1.0:
+                self.state.event_rate = (counters.events_routed - mark_events) / (now - mark_time)
+                self._rate_mark = (now, counters.events_routed)
+        super().publish_config()
+
+    def _cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self._end_scan("the ingester is closing")
+        self._runner.close()
+        for src in self._upstreams.values():
+            src.close()
+        self._upstreams.clear()
+        if self._router is not None:
+            self._router.close(linger=0)
+        self._waker.close()
+        self.ctx.destroy(linger=0)
+        self.zmq_context.destroy(linger=0)
+        self.log.info("ingester %s closed", self.state.name)

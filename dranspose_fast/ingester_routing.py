@@ -1,0 +1,325 @@
+"""The ingester's data path: pending assignment rows, worker links, routing.
+
+Everything here runs in the ingester's data-loop thread (ZeroMQ sockets are not thread-safe);
+the sources it reads are in ``ingester_sources``.
+
+* ``PendingBatch`` holds the rows of an ``AssignmentBatch`` restricted to this ingester's
+  streams, as Python lists (converted once per batch, not per row).
+* ``WorkerLinks`` owns the ROUTER: it sends packed batches (``dataplane.encode_events``) and
+  keeps them queued, in order and bounded, for workers that are not (yet) reachable.
+* ``route`` consumes head rows while every needed message is ready and sends each worker one
+  packed batch per round: frames are never held back waiting for more.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+import zmq
+
+from dranspose_fast import dataplane
+from dranspose_fast.dump import DumpWriter
+from dranspose_fast.event import StreamData, _make_internal, _make_stream_data
+from dranspose_fast.ingester_sources import Counters, Source, log_sparsely
+from dranspose_fast.protocol import StreamName
+from dranspose_fast.protocol_redis import AssignmentBatch
+
+#: Events kept per unreachable worker before the oldest batch is dropped (counted and logged).
+#: Credits bound what a worker can be assigned, so this is a safety net, not a working limit.
+MAX_QUEUED_EVENTS: Final[int] = 1 << 16
+#: Rows routed per round before the batches are sent (bounds latency and memory per round).
+MAX_ROWS_PER_ROUND: Final[int] = 1024
+
+
+# === Assignments ===
+
+
+class PendingBatch:
+    """The rows of one assignment batch where at least one of our streams has a frame."""
+
+    __slots__ = ("_names", "first", "masks", "pos", "present", "rows", "workers")
+
+    def __init__(self, batch: AssignmentBatch, own_cols: list[int], skip: int = 0) -> None:
+        present = batch.present[skip:, own_cols]
+        masks = batch.masks[skip:, own_cols]
+        self.first = batch.first_event + skip
+        self.rows: list[int] = np.flatnonzero(present.any(axis=1)).tolist()
+        self.present: list[list[int]] = present.tolist()
+        self.masks: list[list[int]] = masks.tolist()
+        self.workers = batch.workers
+        self.pos = 0
+        self._names: dict[int, tuple[str, ...]] = {0: ()}
+
+    def cells(self, column: int) -> int:
+        """How many rows have a frame of our ``column``-th stream."""
+        return sum(self.present[r][column] != 0 for r in self.rows)
+
+    def names(self, mask: int) -> tuple[str, ...] | None:
+        """Worker names of a mask; ``None`` if a bit names no worker slot (bad batch)."""
+        found = self._names.get(mask)
+        if found is None:
+            slots = [w for w in range(64) if mask >> w & 1]
+            if slots[-1] >= len(self.workers) or not all(self.workers[w] for w in slots):
+                return None
+            found = self._names[mask] = tuple(self.workers[w] for w in slots)
+        return found
+
+
+class Scan:
+    """Per-scan state of the data loop."""
+
+    def __init__(
+        self,
+        mapping_uuid: uuid.UUID,
+        columns: list[StreamName],
+        sources: list[tuple[int, Source]],
+    ) -> None:
+        self.uuid = mapping_uuid
+        self.columns = columns
+        #: (column index in the assignment batches, source) for each of our streams mapped.
+        self.sources = sources
+        self.pending: deque[PendingBatch] = deque()
+        self.next_event: int | None = None
+        self.dumper: DumpWriter | None = None
+        self.software_trigger: Iterator[Mapping[str, StreamData]] | None = None
+        self.finished = False
+
+    @property
+    def own_cols(self) -> list[int]:
+        return [col for col, _src in self.sources]
+
+
+# === Workers ===
+
+
+class WorkerLinks:
+    """The ROUTER towards the workers, with ordered, bounded queues for unreachable ones."""
+
+    def __init__(
+        self,
+        router: zmq.Socket[Any],
+        counters: Counters,
+        log: logging.Logger,
+        max_queued_events: int = MAX_QUEUED_EVENTS,
+    ) -> None:
+        self.router = router
+        self.counters = counters
+        self.log = log
+        self.max_queued_events = max_queued_events
+        self.queues: dict[str, deque[tuple[list[Any], int]]] = {}
+        self.queued_events = 0
+
+    def send(self, name: str, events: list[dataplane.PartialEvent]) -> None:
+        """Send one packed batch to ``name``, or queue it behind earlier ones."""
+        frames = dataplane.encode_events(events)
+        queue = self.queues.get(name)
+        if queue is None and self._try(name, frames):
+            return
+        if queue is None:
+            queue = self.queues[name] = deque()
+            self.log.info("worker %s is not reachable; queueing its batches", name)
+        queue.append((frames, len(events)))
+        self.queued_events += len(events)
+        self._bound(name, queue)
+        self.flush(name)
+
+    def flush(self, name: str) -> None:
+        """Send what is queued for ``name`` while it is reachable."""
+        queue = self.queues.get(name)
+        while queue:
+            frames, n = queue[0]
+            if not self._try(name, frames):
+                return
+            queue.popleft()
+            self.queued_events -= n
+        if queue is not None:
+            del self.queues[name]
+            self.log.info("worker %s is reachable; its queued batches are sent", name)
+
+    def flush_all(self) -> None:
+        for name in list(self.queues):
+            self.flush(name)
+
+    def drop_all(self, reason: str) -> None:
+        """Drop every queued batch (a new scan makes them stale); counted and logged."""
+        for name, queue in self.queues.items():
+            n = sum(k for _f, k in queue)
+            self.counters.dropped_for_absent_workers += n
+            self.log.error("dropped %d queued events of worker %s: %s", n, name, reason)
+        self.queues.clear()
+        self.queued_events = 0
+
+    def _bound(self, name: str, queue: deque[tuple[list[Any], int]]) -> None:
+        total = sum(k for _f, k in queue)
+        while total > self.max_queued_events and len(queue) > 1:
+            _frames, n = queue.popleft()
+            total -= n
+            self.queued_events -= n
+            self.counters.dropped_for_absent_workers += n
+            self.log.error(
+                "worker %s has been unreachable for more than %d events: dropped %d (%d in all)",
+                name, self.max_queued_events, n, self.counters.dropped_for_absent_workers)
+
+    def _try(self, name: str, frames: list[Any]) -> bool:
+        try:
+            self.router.send_multipart([name.encode(), *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            # ROUTER_MANDATORY: unknown peer (EHOSTUNREACH) or its pipe is full (EAGAIN).
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                return False
+            raise
+        return True
+
+    def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None]) -> None:
+        """Read every worker message ready on the ROUTER: ``[name, b"H", uuid16]``."""
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 3 and frames[1] == b"H" and len(frames[2]) == 16:
+                name = frames[0].decode("utf8", "replace")
+                on_hello(name, uuid.UUID(bytes=frames[2]))
+                if name in self.queues:
+                    self.flush(name)
+                continue
+            self.counters.bad_worker_messages += 1
+            log_sparsely(self.log, self.counters.bad_worker_messages,
+                         "ignored a worker message of %d frames that is not a hello", len(frames))
+
+
+# === Routing ===
+
+
+def route(
+    scan: Scan,
+    links: WorkerLinks,
+    counters: Counters,
+    log: logging.Logger,
+    max_rows: int = MAX_ROWS_PER_ROUND,
+) -> int:
+    """Route head rows while their messages are ready; returns the number of rows routed.
+
+    Every message taken goes to the workers in its cell's mask (or nowhere: discarded by the
+    map); each worker gets one packed batch for the round.
+    """
+    out: dict[str, list[dataplane.PartialEvent]] = {}
+    sources = scan.sources
+    pending = scan.pending
+    dumper = scan.dumper
+    routed = 0
+    while pending and routed < max_rows:
+        pb = pending[0]
+        r = pb.rows[pb.pos]
+        prow = pb.present[r]
+        if not all(src.ready() for k, (_col, src) in enumerate(sources) if prow[k]):
+            break  # never hold frames back: what is ready is sent below
+        evn = pb.first + r
+        mrow = pb.masks[r]
+        streams: dict[StreamName, StreamData] = {}
+        placeholders = False
+        for k, (_col, src) in enumerate(sources):
+            if prow[k]:
+                data = src.take()
+                if data is None:
+                    placeholders = True
+                else:
+                    streams[src.stream] = data
+        if scan.software_trigger is not None or placeholders:
+            _software_trigger(scan, sources, prow, streams, counters, log)
+        for k, (_col, src) in enumerate(sources):
+            if not prow[k]:
+                continue
+            mask = mrow[k]
+            if not mask:
+                counters.discarded_by_map += 1
+                continue
+            names = pb.names(mask)
+            if names is None:
+                counters.bad_assignments += 1
+                log.error("event %d stream %s: mask %#x names a free worker slot; "
+                          "frame discarded", evn, src.stream, mask)
+                continue
+            counters.forwarded += 1
+            data = streams[src.stream]
+            for name in names:
+                events = out.get(name)
+                if events is None:
+                    out[name] = [(evn, {src.stream: data})]
+                elif events[-1][0] == evn:
+                    events[-1][1][src.stream] = data
+                else:
+                    events.append((evn, {src.stream: data}))
+        if dumper is not None:
+            dumper = _dump(scan, evn, streams, counters, log)
+        counters.events_routed += 1
+        routed += 1
+        pb.pos += 1
+        if pb.pos == len(pb.rows):
+            pending.popleft()
+    for name, events in out.items():
+        links.send(name, events)
+    return routed
+
+
+def _software_trigger(
+    scan: Scan,
+    sources: list[tuple[int, Source]],
+    prow: list[int],
+    streams: dict[StreamName, StreamData],
+    counters: Counters,
+    log: logging.Logger,
+) -> None:
+    """Fill software-triggered placeholders from the next ``software_trigger()`` item."""
+    extra: Mapping[str, StreamData] = {}
+    if scan.software_trigger is not None:
+        try:
+            extra = next(scan.software_trigger)
+        except StopIteration:
+            log.error("software_trigger() ended; later placeholders stay empty")
+            scan.software_trigger = None
+        except Exception:
+            counters.source_errors += 1
+            log.exception("software_trigger() raised")
+    for k, (_col, src) in enumerate(sources):
+        if prow[k] and src.stream not in streams:
+            data = extra.get(src.stream)
+            if not isinstance(data, StreamData):
+                counters.malformed += 1
+                log_sparsely(log, counters.malformed, "stream %s: no StreamData from "
+                             "software_trigger() for a placeholder; sending it empty", src.stream)
+                data = _make_stream_data("", [])
+            streams[src.stream] = data
+
+
+def _dump(
+    scan: Scan,
+    evn: int,
+    streams: dict[StreamName, StreamData],
+    counters: Counters,
+    log: logging.Logger,
+) -> DumpWriter | None:
+    """Append the event to the scan's dump; a failing dump is closed, the scan goes on."""
+    dumper = scan.dumper
+    if dumper is None:
+        return None
+    try:
+        dumper.write(_make_internal(evn, dict(streams), datetime.now(UTC)))
+        counters.dumped += 1
+        return dumper
+    except (OSError, ValueError) as exc:
+        counters.dump_errors += 1
+        log.error("dump %s failed at event %d (%s); dumping stops for this scan",
+                  dumper.path, evn, exc)
+        try:
+            dumper.close()
+        except (OSError, ValueError):
+            pass
+        scan.dumper = None
+        return None

@@ -1,0 +1,427 @@
+"""Where an ingester's messages come from: direct upstream sockets and user generators.
+
+* ``UpstreamSource`` is the fast path of the built-in ingesters: the data loop reads the
+  stream's upstream socket itself and never decodes images; ``classify`` looks at as little as
+  the protocol needs to find the start and end of a series.  Phases: outside a scan everything
+  is drained and counted; a series protocol waits for its start message, forwards through its
+  end message, then drains until the next mapping.  While a series runs, messages are read only
+  when an assignment row needs them, so ZeroMQ queues them (and its high-water mark pushes back
+  upstream) instead of Python.
+* ``GeneratorSource`` / ``SourceRunner`` run the 0.2 extension API: ``run_source`` async
+  generators in an asyncio loop in their own thread, pulled on demand (one item per assigned
+  cell, plus one read ahead so the upstream opens when the mapping starts).
+* ``Counters``: what happened to every message, one writer thread per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import zmq
+
+from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.protocol import StreamName
+
+if TYPE_CHECKING:
+    from dranspose_fast.ingester import Ingester
+
+__all__ = [
+    "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
+    "Counters", "GeneratorSource", "Source", "SourceRunner", "UpstreamSource", "Waker",
+]
+
+#: Seconds to wait for user sources to start or stop before giving up (logged).
+SOURCE_TIMEOUT = 10.0
+
+#: Upstream messages drained per call outside a series (keeps the loop responsive).
+DRAIN_LIMIT: Final[int] = 1000
+
+# Message kinds returned by ``UpstreamSource.classify``.
+DATA: Final = 0
+START: Final = 1
+END: Final = 2
+MALFORMED: Final = 3
+
+# Phases of an upstream source.
+OUTSIDE: Final = 0
+WAIT_START: Final = 1
+RUNNING: Final = 2
+DONE: Final = 3
+
+
+
+class Counters:
+    """What the ingester did with every message and event (published in its state).
+
+    Each instance has one writer thread; the ingester sums the data loop's and the source
+    thread's instances when it publishes.
+    """
+
+    __slots__ = (
+        "bad_assignments", "bad_worker_messages", "discarded_by_map",
+        "discarded_outside_scan", "dropped_for_absent_workers", "dump_errors", "dumped",
+        "events_routed", "forwarded", "malformed", "source_errors",
+    )
+    #: Assignment batches or cells that could not be used (wrong shape, free worker slot).
+    bad_assignments: int
+    #: Messages on the ROUTER that are not a worker hello.
+    bad_worker_messages: int
+    #: Upstream messages consumed for a ``[]`` cell and sent nowhere.
+    discarded_by_map: int
+    #: Upstream messages dropped outside a scan (before a series start, after its end).
+    discarded_outside_scan: int
+    #: Events dropped from the queue of a worker that stayed unreachable (logged as errors).
+    dropped_for_absent_workers: int
+    dump_errors: int
+    dumped: int
+    #: Events (rows with at least one of our streams) handled.
+    events_routed: int
+    #: Upstream messages sent to at least one worker.
+    forwarded: int
+    #: Upstream messages that could not be classified, dropped with a log line.
+    malformed: int
+    #: Exceptions raised by user source code (``run_source``, ``software_trigger``).
+    source_errors: int
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def log_sparsely(log: logging.Logger, count: int, msg: str, *args: object) -> None:
+    """Warn for the first 10 occurrences, then every 1000th (bad input must not flood logs)."""
+    if count <= 10 or count % 1000 == 0:
+        log.warning(msg + " (%d so far)", *args, count)
+
+
+class Source(Protocol):
+    """Where a stream's messages come from, as the router sees it."""
+
+    stream: StreamName
+
+    def ready(self) -> bool:
+        """Whether ``take`` has a message now (never blocks)."""
+
+    def take(self) -> StreamData | None:
+        """The next message; ``None`` marks a software-triggered placeholder."""
+
+
+# === Upstream sources (fast path) ===
+
+
+class UpstreamSource:
+    """One stream's upstream ZeroMQ socket, read by the data loop itself.
+
+    Subclasses set ``typ`` and ``series`` and override ``classify``.
+    """
+
+    typ: str = "multipart"
+    #: True: discard until a START message, forward through the END message, then discard.
+    series: bool = False
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        stream: StreamName,
+        url: str,
+        counters: Counters,
+        log: logging.Logger,
+        socket_type: int = zmq.PULL,
+        subscribe: bytes = b"",
+    ) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.url = url
+        self.counters = counters
+        self.log = log
+        self.socket_type = socket_type
+        self.subscribe = subscribe
+        self.socket: zmq.Socket[Any] | None = None
+        self.held: list[zmq.Frame] | None = None
+        self.phase = OUTSIDE
+
+    def classify(self, frames: list[zmq.Frame]) -> int:
+        """DATA, START, END or MALFORMED for one upstream message (protocol hook)."""
+        return DATA
+
+    def open(self) -> None:
+        sock = self.ctx.socket(self.socket_type)
+        if self.socket_type == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, self.subscribe)
+        sock.connect(self.url)
+        self.socket = sock
+        self.log.info("stream %s: connected to %s", self.stream, self.url)
+
+    def close(self) -> None:
+        self._drop_held()
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+            self.log.info("stream %s: closed upstream %s", self.stream, self.url)
+
+    def begin(self) -> None:
+        """A scan starts: forget what an earlier scan left and wait for its data."""
+        self._drop_held()
+        self.phase = WAIT_START if self.series else RUNNING
+
+    def end(self) -> None:
+        """The scan ended: drain everything until the next one."""
+        self._drop_held()
+        self.phase = OUTSIDE
+
+    def wants_poll(self, rows_pending: bool) -> bool:
+        """Register in the poller: to drain outside a series, or when a row waits for data."""
+        if self.socket is None or self.held is not None:
+            return False
+        return self.phase != RUNNING or rows_pending
+
+    def ready(self) -> bool:
+        if self.held is None:
+            self.fill()
+        return self.held is not None
+
+    def take(self) -> StreamData | None:
+        frames = self.held
+        if frames is None:
+            raise RuntimeError(f"stream {self.stream}: take() without a ready message")
+        self.held = None
+        return _make_stream_data(self.typ, frames)
+
+    def fill(self, limit: int = DRAIN_LIMIT) -> None:
+        """Receive until a message is held for the scan or nothing more is ready."""
+        sock = self.socket
+        if sock is None:
+            return
+        counters = self.counters
+        for _ in range(limit):
+            if self.held is not None:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            kind = self.classify(frames)
+            if kind == MALFORMED:
+                counters.malformed += 1
+                log_sparsely(self.log, counters.malformed,
+                             "stream %s: dropped a malformed upstream message", self.stream)
+                continue
+            phase = self.phase
+            if phase == RUNNING:
+                if kind == START and self.series:
+                    counters.malformed += 1
+                    log_sparsely(self.log, counters.malformed,
+                                 "stream %s: dropped a start message inside a running series",
+                                 self.stream)
+                    continue
+                self.held = frames
+                if kind == END and self.series:
+                    self.phase = DONE
+                return
+            if phase == WAIT_START and kind == START:
+                self.held = frames
+                self.phase = RUNNING
+                self.log.info("stream %s: start of a series", self.stream)
+                return
+            counters.discarded_outside_scan += 1
+            self.log.debug("stream %s: discarded a message outside the scan", self.stream)
+
+    def _drop_held(self) -> None:
+        if self.held is not None:
+            self.held = None
+            self.counters.discarded_outside_scan += 1
+
+
+# === Wake-ups and user sources (the extension API) ===
+
+
+class Waker:
+    """Wakes the data loop's poller from other threads (coalesced: one message at a time)."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        address = f"inproc://dfast-ingester-wake-{uuid.uuid4().hex}"
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.bind(address)
+        self._push = ctx.socket(zmq.PUSH)
+        self._push.connect(address)
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._pending or self._push.closed:
+                return
+            self._pending = True
+            try:
+                self._push.send(b"", zmq.NOBLOCK)
+            except zmq.Again:  # a wake-up is already queued
+                pass
+
+    def clear(self) -> None:
+        """Called by the data loop before it looks at what woke it."""
+        with self._lock:
+            self._pending = False
+            while True:
+                try:
+                    self.pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+
+    def close(self) -> None:
+        with self._lock:
+            self._push.close(linger=0)
+        self.pull.close(linger=0)
+
+
+_PLACEHOLDER = object()
+
+
+class GeneratorSource:
+    """A stream fed by the user's ``run_source`` generator (in the source thread)."""
+
+    def __init__(self, stream: StreamName, waker: Waker) -> None:
+        self.stream = stream
+        self.items: deque[Any] = deque()
+        self.waker = waker
+        self.demand: asyncio.Semaphore | None = None
+
+    def ready(self) -> bool:
+        return bool(self.items)
+
+    def take(self) -> StreamData | None:
+        item = self.items.popleft()
+        return None if item is _PLACEHOLDER else item
+
+    def push(self, item: object) -> None:
+        self.items.append(item)
+        self.waker.wake()
+
+
+class SourceRunner:
+    """Runs ``run_source`` generators in an asyncio loop in a thread, pulled on demand."""
+
+    def __init__(self, ingester: Ingester, placeholder: type[Exception]) -> None:
+        self.ingester = ingester
+        #: ``IsSoftwareTriggered``: yielded (class or instance) for a software-triggered cell.
+        self.placeholder = placeholder
+        self.log = ingester.log
+        self.counters = ingester._source_counters  # written only by this thread
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.tasks: dict[StreamName, asyncio.Task[None]] = {}
+        self.gens: dict[StreamName, AsyncGenerator[Any, None]] = {}
+        self.streams: list[StreamName] = []
+
+    def start(self, streams: list[StreamName], waker: Waker) -> dict[StreamName, GeneratorSource]:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(
+                target=self.loop.run_forever, name=f"{self.ingester.state.name}-sources",
+                daemon=True)
+            self.thread.start()
+        sources = {s: GeneratorSource(s, waker) for s in streams}
+        self._call(self._start(sources), "start")
+        return sources
+
+    def grant(self, source: GeneratorSource, n: int) -> None:
+        """Let ``source`` produce ``n`` more items."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(_release, source, n)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.streams:
+            self._call(self._stop(), "stop")
+
+    def close(self) -> None:
+        self.stop()
+        if self.loop is not None and self.thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(SOURCE_TIMEOUT)
+            if not self.thread.is_alive():
+                self.loop.close()
+            self.loop = None
+
+    def _call(self, coro: Any, what: str) -> None:
+        assert self.loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            future.result(SOURCE_TIMEOUT)
+        except Exception:
+            self.log.exception("could not %s the user sources", what)
+
+    async def _start(self, sources: dict[StreamName, GeneratorSource]) -> None:
+        for stream, source in sources.items():
+            self.streams.append(stream)
+            source.demand = asyncio.Semaphore(1)  # one read ahead opens the upstream now
+            try:
+                gen = self.ingester.run_source(stream)
+            except Exception:
+                self.counters.source_errors += 1
+                self.log.exception("run_source(%r) failed", stream)
+                continue
+            if not hasattr(gen, "__anext__"):
+                self.counters.source_errors += 1
+                self.log.error("run_source(%r) must be an async generator", stream)
+                continue
+            self.gens[stream] = gen
+            self.tasks[stream] = asyncio.create_task(self._pump(source, gen))
+
+    async def _pump(self, source: GeneratorSource, gen: AsyncGenerator[Any, None]) -> None:
+        assert source.demand is not None
+        try:
+            while True:
+                await source.demand.acquire()
+                while True:
+                    item = await anext(gen)
+                    if isinstance(item, StreamData):
+                        break
+                    if item is self.placeholder or isinstance(item, self.placeholder):
+                        item = _PLACEHOLDER
+                        break
+                    self.counters.malformed += 1
+                    self.log.error("run_source(%r) yielded a %s, not StreamData; dropped",
+                                   source.stream, type(item).__name__)
+                source.push(item)
+        except StopAsyncIteration:
+            self.log.warning("run_source(%r) ended before the scan did", source.stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.counters.source_errors += 1
+            self.log.exception("run_source(%r) raised; the stream has no more data this scan",
+                               source.stream)
+
+    async def _stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream, gen in self.gens.items():
+            try:
+                await gen.aclose()
+            except Exception:
+                self.log.exception("closing run_source(%r) failed", stream)
+        for stream in self.streams:
+            try:
+                await self.ingester.stop_source(stream)
+            except Exception:
+                self.counters.source_errors += 1
+                self.log.exception("stop_source(%r) failed", stream)
+        self.tasks.clear()
+        self.gens.clear()
+        self.streams.clear()
+
+
+def _release(source: GeneratorSource, n: int) -> None:
+    assert source.demand is not None
+    for _ in range(n):
+        source.demand.release()
