@@ -123,3 +123,13 @@ def run_pool_worker(
     finally:
         sock.close()
         ctx.term()
+
+
+# The networked worker lives in its own module (sockets, threads, Redis); re-exported here so
+# ``dranspose_fast.worker.Worker`` is where 0.2 users and the CLI look for it.
+from dranspose_fast.worker_service import Worker, WorkerServiceState  # noqa: E402
+
+__all__ = [
+    "BatchWorker", "SharedTickClock", "Worker", "WorkerServiceState", "new_shared_tick",
+    "run_pool_worker",
+]

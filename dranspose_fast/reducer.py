@@ -1,0 +1,457 @@
+"""The reducer service: every worker's results → the user's ``process_result`` → ``publish``.
+
+One PULL socket bound on the port of ``reducer_url`` receives result batches from all
+workers; a loop thread unpacks them and calls ``process_result`` for each result, then
+reports the running totals per worker to ``dfast:reduced:{uuid}`` (at most every
+``REDUCED_INTERVAL`` while results arrive, and once more when idle) so the controller knows
+when the scan is complete. Each scan gets a fresh user instance and timer (``context``
+persists). ``publish`` is served read-only over the HDF5-REST partial view
+(``api.h5dict``), next to ``GET /api/v1/status``.
+
+A result message is ``dataplane.encode_results(...)`` plus a fifth frame: the 16 bytes of
+the mapping uuid the worker produced it for (see ``worker_service``). Results of an earlier
+scan are dropped and counted; results of a scan the reducer has not heard of yet (a worker
+that switched first) are held, bounded, until the update arrives.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+import msgspec
+import redis
+import uvicorn
+import zmq
+from fastapi import FastAPI
+
+from dranspose_fast import dataplane
+from dranspose_fast.api.h5dict import router as h5dict_router
+from dranspose_fast.distributed import Service
+from dranspose_fast.errors import ClassLoadError
+from dranspose_fast.helpers.utils import import_class, parameters_hash
+from dranspose_fast.parameters import ParameterBase
+from dranspose_fast.protocol import ParameterName, ReducerState
+from dranspose_fast.protocol_redis import ControllerUpdate, Keys, ReducedMessage
+from dranspose_fast.settings import ReducerSettings
+from dranspose_fast.usercode import (
+    Parameters,
+    ReducerHost,
+    apply_descriptions,
+    decode_payload,
+    describe,
+)
+
+__all__ = ["HttpThread", "Reducer", "ReducerServiceState", "create_app", "run"]
+
+#: Shortest period of ``ReducedMessage`` entries while results arrive (docs/protocol.md).
+REDUCED_INTERVAL = 0.05
+#: Poll period of the loop; also how long "idle" is before the last totals go out.
+POLL_MS = 20
+#: Result messages of a not-yet-announced scan held at most (beyond: dropped, counted).
+MAX_HELD = 10_000
+RECV_BURST = 256
+DECODE_ERRORS = (ValueError, TypeError, IndexError, msgspec.MsgspecError)
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class ReducerServiceState(ReducerState):
+    """``ReducerState`` plus the counters the reducer publishes in its config."""
+
+    results: int = 0
+    user_errors: int = 0
+    timer_errors: int = 0
+    last_error: str | None = None
+    malformed_batches: int = 0
+    undecodable_results: int = 0
+    dropped_old_scan: int = 0
+    held_results: int = 0
+    dropped_held_overflow: int = 0
+    class_errors: int = 0
+    class_error: str | None = None
+
+
+class _NoReducer:
+    """Stand-in when no reducer class is given or it cannot be loaded: counts only."""
+
+    def __init__(self) -> None:
+        self.publish: dict[str, Any] = {}
+
+    def process_result(self, result: Any, parameters: Any) -> None:
+        return None
+
+
+class Reducer(Service):
+    """The distributed reducer (reference §1.1, §2.2; docs/protocol.md)."""
+
+    role = "reducer"
+
+    def __init__(self, settings: ReducerSettings | None = None) -> None:
+        self.reducer_settings = settings if settings is not None else ReducerSettings()
+        url = self.reducer_settings.reducer_url
+        state = ReducerServiceState(url=url)
+        super().__init__(state, self.reducer_settings)
+        self.state: ReducerServiceState
+        if url.port is None:
+            raise ValueError(f"reducer_url {url} has no port to bind")
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        try:
+            self.pull.bind(f"tcp://*:{url.port}")
+        except zmq.ZMQError as exc:
+            self.pull.close()
+            self.ctx.term()
+            raise OSError(f"reducer cannot bind port {url.port} of {url}: {exc}") from None
+        self.context: dict[Any, Any] = {}
+        self.user_class = self._load_class()
+        self._descs: dict[ParameterName, ParameterBase] = describe(self.user_class)
+        self.describe(list(self._descs.values()))
+
+        self.host: ReducerHost | None = None
+        self._lock = threading.RLock()  # the host and scan fields; held per result batch
+        self._scan_uuid: uuid.UUID | None = None
+        self._finished = False
+        self._past: deque[uuid.UUID] = deque(maxlen=256)
+        self._held: dict[uuid.UUID, list[list[Any]]] = {}
+        self._nheld = 0
+        self._done = {"results": 0, "errors": 0, "timer_errors": 0}
+        self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0}
+        self._dirty = False
+        self._last_reduced = 0.0
+        self._closed = False
+        self.log.info("created reducer with state %s", self.state)
+
+    # === lifecycle ===
+
+    def _load_class(self) -> type:
+        path = self.reducer_settings.reducer_class
+        if not path:
+            return _NoReducer
+        try:
+            return import_class(path)
+        except ClassLoadError as exc:
+            self.state.class_errors += 1
+            self.state.class_error = str(exc)
+            self.log.error("reducer runs without user code: %s", exc)
+            return _NoReducer
+
+    def start(self) -> None:
+        """Start the config, updates and result-loop threads (``close()`` stops them)."""
+        self.start_background()
+        self._spawn(self._loop, "results")
+
+    def get_data(self) -> tuple[Any, AbstractContextManager[Any]]:
+        """``(publish, lock)`` of the current user instance, for the HTTP layer."""
+        host = self.host
+        if host is None:
+            return {}, nullcontext()
+        return host.get_data()
+
+    def close(self) -> None:
+        """Stop the threads and the timer, call the user's ``close(context)``, delete the key."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        host = self.host
+        if host is not None:
+            host.stop_timer()
+            user_close = getattr(host.instance, "close", None)
+            if user_close is not None:
+                try:
+                    user_close(self.context)
+                except Exception:
+                    self.log.exception("reducer: close(context) raised")
+        super().close()
+        self.pull.close(linger=0)
+        self.ctx.term()
+
+    # === scans (updates thread) ===
+
+    def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
+        phash = parameters_hash(self.parameters)
+        with self._state_lock:
+            self.state.parameters_hash = phash
+        params = apply_descriptions(self.parameters, self._descs)
+        uid = update.mapping_uuid
+        if uid is None:
+            return
+        with self._lock:
+            if uid != self._scan_uuid:
+                self._start_scan(uid, update.finished, params)
+                return
+            if previous is not None and previous.parameters_version != update.parameters_version:
+                host = self.host
+                if host is not None:
+                    host.parameters.clear()
+                    host.parameters.update(params)
+                    host.parameters_version += 1
+            if update.finished and not self._finished:
+                self._finish()
+
+    def on_redis_restart(self) -> None:
+        with self._lock:
+            if self._scan_uuid is not None and not self._finished:
+                self._finish()
+
+    def _start_scan(self, uid: uuid.UUID, finished: bool, params: Parameters) -> None:
+        old = self.host
+        if old is not None:
+            old.stop_timer()
+            self._done["results"] += old.counters.results
+            self._done["errors"] += old.counters.errors
+            self._done["timer_errors"] += old.counters.timer_errors
+        if self._scan_uuid is not None:
+            self._past.append(self._scan_uuid)
+        self._scan_uuid = uid
+        self._finished = finished
+        self._dirty = False
+        self.host = self._make_host(params)
+        if not finished:
+            self.host.start_timer()
+        with self._state_lock:
+            self.state.mapping_uuid = uid
+        try:
+            self.publish_config()
+        except redis.RedisError as exc:
+            self.log.warning("reducer: cannot publish config: %s", exc)
+        self.log.info("reducer: started scan %s", uid)
+        held = self._held.pop(uid, [])
+        self._nheld -= len(held)
+        for frames in held:
+            self._reduce(frames)
+        # Forget held results of scans that will never start.
+        for stale in [u for u in self._held if u in self._past]:
+            self._counts["old"] += len(self._held[stale])
+            self._nheld -= len(self._held.pop(stale))
+
+    def _make_host(self, params: Parameters) -> ReducerHost:
+        try:
+            return ReducerHost(self.user_class, params, self.context, self.state)
+        except Exception as exc:
+            self.state.class_errors += 1
+            self.state.class_error = f"{type(exc).__name__}: {exc}"
+            self.log.exception("reducer: the reducer class failed to start; counting only")
+            return ReducerHost(_NoReducer, params, self.context, self.state)
+
+    def _finish(self) -> None:
+        self._send_reduced()
+        self._finished = True
+        host = self.host
+        if host is not None:
+            host.finish()
+        self.log.info("reducer: finished scan %s", self._scan_uuid)
+
+    # === results (loop thread) ===
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        while not self.stop_event.is_set():
+            got = False
+            if poller.poll(POLL_MS):
+                for _ in range(RECV_BURST):
+                    try:
+                        frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    got = True
+                    self._on_message(frames)
+            if self._dirty and (
+                not got or time.monotonic() - self._last_reduced >= REDUCED_INTERVAL
+            ):
+                with self._lock:
+                    self._send_reduced()
+
+    def _on_message(self, frames: list[Any]) -> None:
+        if len(frames) != 5 or len(frames[4]) != 16:
+            self._counts["malformed"] += 1
+            self.log.error("reducer: dropped a result message of %d frames (expected 5 with "
+                           "a 16-byte mapping uuid last)", len(frames))
+            return
+        uid = uuid.UUID(bytes=frames[4].bytes)
+        with self._lock:
+            if uid == self._scan_uuid:
+                self._reduce(frames)
+            elif uid in self._past:
+                self._counts["old"] += 1
+            elif self._nheld < MAX_HELD:
+                self._held.setdefault(uid, []).append(frames)
+                self._nheld += 1
+            else:
+                self._counts["overflow"] += 1
+                self.log.error("reducer: dropped results of unknown scan %s: too many held", uid)
+
+    def _reduce(self, frames: list[Any]) -> None:
+        host = self.host
+        if host is None:
+            return
+        try:
+            worker, phash, results = dataplane.decode_results(frames[:4])
+        except DECODE_ERRORS as exc:
+            self._counts["malformed"] += 1
+            self.log.error("reducer: dropped a malformed result batch: %s", exc)
+            return
+        for evn, payload in results:
+            try:
+                value = decode_payload(payload)
+            except Exception as exc:
+                # Counted as reduced for the worker, so the scan can still complete.
+                self._counts["undecodable"] += 1
+                per_worker = host.counters.per_worker
+                per_worker[worker] = per_worker.get(worker, 0) + 1
+                self.log.error("reducer: result %d of %s cannot be unpickled: %s",
+                               evn, worker, exc)
+                continue
+            host.process(evn, worker, phash, value)  # type: ignore[arg-type]
+        self._dirty = True
+
+    def _send_reduced(self) -> None:
+        """XADD the running totals of the current scan (called with the lock held)."""
+        host = self.host
+        if host is None or self._scan_uuid is None or not self._dirty:
+            return
+        msg = ReducedMessage(
+            reduced=dict(host.counters.per_worker),
+            errors=host.counters.errors + self._counts["undecodable"],
+        )
+        try:
+            self.redis.xadd(Keys.reduced(self._scan_uuid), {"d": _encoder.encode(msg)})
+        except redis.RedisError as exc:
+            self.log.warning("reducer: cannot report reduced totals (%s); retrying", exc)
+            return
+        self._dirty = False
+        self._last_reduced = time.monotonic()
+
+    # === published state ===
+
+    def publish_config(self) -> None:
+        host = self.host
+        with self._state_lock:
+            st = self.state
+            cur = host.counters if host is not None else None
+            st.results = self._done["results"] + (cur.results if cur else 0)
+            st.processed_events = st.results
+            st.user_errors = self._done["errors"] + (cur.errors if cur else 0)
+            st.timer_errors = self._done["timer_errors"] + (cur.timer_errors if cur else 0)
+            st.last_error = (cur.last_error or None) if cur else None
+            st.malformed_batches = self._counts["malformed"]
+            st.undecodable_results = self._counts["undecodable"]
+            st.dropped_old_scan = self._counts["old"]
+            st.held_results = self._nheld
+            st.dropped_held_overflow = self._counts["overflow"]
+        super().publish_config()
+
+
+# === HTTP ===
+
+
+def create_app(reducer: Reducer | None = None) -> FastAPI:
+    """The reducer's HTTP app: the h5dict view of ``publish`` at ``/`` and the status.
+
+    Without ``reducer`` the app builds one from the environment (``ReducerSettings``) when
+    it starts and closes it when it stops, as ``uvicorn dranspose_fast.reducer:app`` needs.
+    """
+    holder: dict[str, Reducer] = {}
+    if reducer is not None:
+        holder["r"] = reducer
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = "r" not in holder
+        if owned:
+            holder["r"] = Reducer()
+            holder["r"].start()
+        try:
+            yield
+        finally:
+            if owned:
+                holder["r"].close()
+
+    app = FastAPI(title="dranspose-fast reducer", lifespan=lifespan)
+
+    def get_data() -> tuple[Any, AbstractContextManager[Any]]:
+        current = holder.get("r")
+        return current.get_data() if current is not None else ({}, nullcontext())
+
+    app.state.get_data = get_data
+
+    @app.get("/api/v1/status")
+    async def status() -> bool:
+        return True
+
+    app.include_router(h5dict_router)
+    return app
+
+
+app = create_app()
+
+
+class HttpThread:
+    """uvicorn serving ``app`` in a daemon thread on ``host:port`` (0 picks a free port)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise OSError(f"cannot serve HTTP on {host}:{port}: {exc.strerror}") from None
+        self.host = host
+        self.port: int = self.sock.getsockname()[1]
+        # Not the main thread: uvicorn leaves the process's signal handlers alone.
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(
+            target=lambda: self.server.run(sockets=[self.sock]), name="http", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self, timeout: float = 10.0) -> HttpThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"HTTP server on port {self.port} did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    settings: ReducerSettings | None = None,
+    log_level: str = "info",
+    on_start: Callable[[Reducer], None] | None = None,
+) -> None:
+    """Run a reducer and serve its HTTP app with uvicorn until SIGTERM/SIGINT."""
+    reducer = Reducer(settings)
+    # uvicorn re-raises the signal that stopped it once it is done; with our handler in place
+    # that only sets the stop event, so ``close()`` below still runs (and deletes the key).
+    reducer.install_signal_handlers()
+    reducer.start()
+    if on_start is not None:
+        on_start(reducer)
+    try:
+        uvicorn.run(create_app(reducer), host=host, port=port, log_level=log_level)
+    finally:
+        reducer.close()

@@ -1,0 +1,166 @@
+"""A worker's connections: one DEALER per ingester and the PUSH to the reducer.
+
+Owned by the worker's data thread (ZeroMQ sockets are not shared between threads). Results
+wait in an outbox until a reducer is known and the PUSH accepts them, so none is lost
+because the reducer started late or is slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from dranspose_fast.protocol import IngesterState, ReducerState
+
+__all__ = ["PING", "Dealer", "Peers"]
+
+logger = logging.getLogger(__name__)
+
+#: First frame of the hello/ping a worker sends its ingesters: ``[PING, service_uuid.bytes]``.
+PING = b"H"
+
+
+@dataclass
+class Dealer:
+    name: str
+    url: str
+    service_uuid: uuid.UUID
+    sock: zmq.Socket[Any]
+
+
+class Peers:
+    """DEALERs to the ingesters (identity = worker name) and the PUSH to the reducer."""
+
+    def __init__(
+        self, ctx: zmq.Context[Any], name: str, service_uuid: uuid.UUID, poller: zmq.Poller
+    ) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.hello = [PING, service_uuid.bytes]
+        self.poller = poller
+        self.dealers: dict[str, Dealer] = {}
+        self.ingesters: dict[str, IngesterState] = {}
+        self.reconnects = 0
+        self.outbox: deque[list[Any]] = deque()
+        self._push: zmq.Socket[Any] | None = None
+        self._reducer: tuple[str, uuid.UUID] | None = None
+
+    # === ingesters ===
+
+    def set_ingesters(self, found: dict[str, IngesterState]) -> None:
+        """Connect to new ingesters, reconnect restarted ones, drop vanished ones."""
+        for name, st in found.items():
+            dealer = self.dealers.get(name)
+            if dealer is not None and (
+                dealer.url != str(st.url) or dealer.service_uuid != st.service_uuid
+            ):
+                logger.info("worker %s: ingester %s restarted; reconnecting", self.name, name)
+                self._close(dealer)
+                self.reconnects += 1
+                dealer = None
+            if dealer is None:
+                self._open(st)
+        for name in [n for n in self.dealers if n not in found]:
+            logger.info("worker %s: ingester %s is gone", self.name, name)
+            self._close(self.dealers[name])
+        self.ingesters = found
+
+    def _open(self, st: IngesterState) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.name.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)  # credits bound what is in flight
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.connect(str(st.url))
+        dealer = Dealer(str(st.name), str(st.url), st.service_uuid, sock)
+        self.dealers[dealer.name] = dealer
+        self.poller.register(sock, zmq.POLLIN)
+        self.ping(dealer)
+        logger.info("worker %s: connected to ingester %s at %s", self.name, st.name, st.url)
+
+    def _close(self, dealer: Dealer) -> None:
+        self.poller.unregister(dealer.sock)
+        dealer.sock.close(linger=0)
+        self.dealers.pop(dealer.name, None)
+
+    def ping(self, dealer: Dealer) -> None:
+        try:
+            dealer.sock.send_multipart(self.hello, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected yet; the next ping goes out when it is
+
+    def ping_all(self) -> None:
+        for dealer in self.dealers.values():
+            self.ping(dealer)
+
+    def ready(self, polled: dict[Any, int]) -> Iterator[Dealer]:
+        """The DEALERs the last poll found readable."""
+        for dealer in list(self.dealers.values()):
+            if dealer.sock in polled and not dealer.sock.closed:
+                yield dealer
+
+    def drain(self) -> int:
+        """Discard every message already received; return how many there were."""
+        dropped = 0
+        for dealer in self.dealers.values():
+            while True:
+                try:
+                    dealer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                dropped += 1
+        return dropped
+
+    # === the reducer ===
+
+    def set_reducer(self, st: ReducerState | None) -> None:
+        """Connect the PUSH to the reducer's URL (once known; a new URL replaces the old)."""
+        if st is None:
+            return  # keep what we have: ZeroMQ reconnects when the reducer comes back
+        url = str(st.url)
+        if self._reducer is not None and self._reducer[0] == url:
+            if self._reducer[1] != st.service_uuid:
+                # Same address: the PUSH reconnects by itself and delivers what it holds.
+                logger.info("worker %s: reducer restarted at %s", self.name, url)
+                self._reducer = (url, st.service_uuid)
+            return
+        if self._push is None:
+            self._push = self.ctx.socket(zmq.PUSH)
+            self._push.setsockopt(zmq.LINGER, 2000)
+            self._push.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        elif self._reducer is not None:
+            self._push.disconnect(self._reducer[0])
+        self._push.connect(url)
+        self._reducer = (url, st.service_uuid)
+        logger.info("worker %s: sending results to the reducer at %s", self.name, url)
+        self.flush()
+
+    def send_results(self, frames: list[Any]) -> None:
+        self.outbox.append(frames)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send queued results as far as the PUSH takes them without blocking."""
+        push = self._push
+        if push is None:
+            return
+        outbox = self.outbox
+        while outbox:
+            try:
+                push.send_multipart(outbox[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # the reducer is slow or away: keep the results, retry later
+            outbox.popleft()
+
+    def close(self) -> None:
+        for dealer in list(self.dealers.values()):
+            self._close(dealer)
+        if self._push is not None:
+            self._push.close()
+            self._push = None

@@ -1,0 +1,612 @@
+"""The networked worker: partial events from ingesters → ``process_event`` → results to the reducer.
+
+Threads (no asyncio): the **data thread** (``run``) owns every ZeroMQ socket (one DEALER per
+ingester, the PUSH to the reducer, an inproc PAIR that wakes it) and does all per-event work:
+assembling partial events, calling user code, packing results, granting credits. The
+*discovery* thread SCANs ingester configs and reads the reducer's; the *assignments* thread
+follows ``dfast:assigned:{uuid}`` from entry 0 and posts, per entry, which events this worker
+gets and how many streams each carries. Both post commands to the data thread, which is the
+only one that touches scan state, so no lock is taken per event.
+
+An event is complete when it holds as many streams as the assignment gives this worker
+(each ingester sends only the streams it owns, so this is "one partial per ingester"); data
+may arrive before or after its assignment.
+
+Scan changes: the data thread ends the old scan, drains the DEALERs, builds a fresh user
+instance (``context`` persists) and publishes the new ``mapping_uuid``. It grants its first
+credits only once every known ingester reports the new ``mapping_uuid`` (or after
+``config_ttl``): no event of the new scan can be routed to it before that, so batches received
+in between are the old scan's leftovers and are dropped and counted (``dropped_old_scan``).
+
+Credits (docs/protocol.md): ``credit_window`` at the start of a scan, then the events
+processed, granted when ``credit_window/4`` have accumulated, after ``CREDIT_IDLE`` without a
+new batch, or at the latest ``CREDIT_MAX_AGE`` after the first ungranted event.
+
+Result messages are ``dataplane.encode_results(...)`` followed by **one extra frame**: the
+16 raw bytes of the scan's mapping uuid, so the reducer drops results of an old scan.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis
+import zmq
+
+from dranspose_fast import dataplane
+from dranspose_fast.distributed import Service
+from dranspose_fast.errors import ClassLoadError
+from dranspose_fast.event import _make_event_data
+from dranspose_fast.helpers.utils import import_class, parameters_hash
+from dranspose_fast.parameters import ParameterBase
+from dranspose_fast.protocol import IngesterState, ParameterName
+from dranspose_fast.protocol_redis import (
+    AssignmentBatch,
+    ControllerUpdate,
+    CreditMessage,
+    Keys,
+    credit_encoder,
+)
+from dranspose_fast.settings import WorkerSettings
+from dranspose_fast.usercode import (
+    Parameters,
+    WorkerHost,
+    apply_descriptions,
+    describe,
+    encode_payload,
+)
+from dranspose_fast.worker_parts import (
+    Assembler,
+    NoClass,
+    PartialEvent,
+    RedisTickClock,
+    WorkerServiceState,
+    events_for,
+    read_ingesters,
+    read_reducer,
+)
+from dranspose_fast.worker_peers import Dealer, Peers
+
+__all__ = ["Worker", "WorkerServiceState"]
+
+#: Errors a malformed event batch can raise while it is decoded.
+DECODE_ERRORS = (ValueError, TypeError, IndexError, msgspec.MsgspecError)
+#: Idle time after which processed events are granted back as credits (docs/protocol.md).
+CREDIT_IDLE = 0.005
+#: Longest time a processed event waits to be granted back while batches keep arriving.
+CREDIT_MAX_AGE = 0.02
+#: Discovery period while waiting for the ingesters to switch to a new scan.
+FAST_DISCOVERY = 0.02
+#: Messages received from one socket before the loop looks at the others.
+RECV_BURST = 64
+
+
+@dataclass
+class _Counters:
+    processed: int = 0
+    results: int = 0
+    errors_done: int = 0  # user errors of ended scans
+    malformed: int = 0
+    old_scan: int = 0
+    bad_assignments: int = 0
+    bad_configs: int = 0
+    duplicates_done: int = 0
+
+
+@dataclass
+class _Scan:
+    uuid: uuid.UUID
+    host: WorkerHost
+    phash: str
+    credit_key: str
+    sync_deadline: float
+    assembler: Assembler = field(default_factory=Assembler)
+    syncing: bool = True
+    finished: bool = False
+    initial_granted: bool = False
+    ungranted: int = 0
+    first_ungranted: float = 0.0
+    processed: int = 0
+    results: int = 0
+
+
+class Worker(Service):
+    """A distributed worker (reference §1.2, §1.5, §2.1; docs/protocol.md)."""
+
+    role = "worker"
+
+    def __init__(self, settings: WorkerSettings | None = None) -> None:
+        self.worker_settings = settings if settings is not None else WorkerSettings()
+        state = WorkerServiceState(
+            name=self.worker_settings.worker_name, tags=self.worker_settings.worker_tags
+        )
+        super().__init__(state, self.worker_settings)
+        self.state: WorkerServiceState
+        self.name = str(state.name)
+        self.context: dict[Any, Any] = {}
+        self._counters = _Counters()
+        self.user_class = self._load_class()
+        self._descs: dict[ParameterName, ParameterBase] = describe(self.user_class)
+        self.describe(list(self._descs.values()))
+        self._credit_batch = max(1, self.worker_settings.credit_window // 4)
+
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._wake_rx = self.ctx.socket(zmq.PAIR)
+        self._wake_tx = self.ctx.socket(zmq.PAIR)
+        addr = f"inproc://wake-{id(self)}-{uuid.uuid4().hex}"
+        self._wake_rx.bind(addr)
+        self._wake_tx.connect(addr)
+        self._wake_lock = threading.Lock()
+        self._commands: deque[tuple[Any, ...]] = deque()
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_rx, zmq.POLLIN)
+
+        self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller)
+        self._scan: _Scan | None = None
+        self._last_host: WorkerHost | None = None
+        self._last_batch = 0.0
+        self._next_ping = 0.0
+        self._rate = (time.monotonic(), 0)
+
+        self._assign_uuid: uuid.UUID | None = None
+        self._assign_pos: tuple[uuid.UUID | None, bytes] = (None, b"0-0")
+        self._fast_discovery = False
+        self._discovered = False  # the first discovery ran (a scan waits for it)
+        self._discover_now = threading.Event()
+        self._loop_started = False
+        self._loop_done = threading.Event()
+        self._run_thread: threading.Thread | None = None
+        self._closed = False
+        self.log.info("created worker %s with tags %s", self.name, sorted(state.tags))
+
+    # === lifecycle ===
+
+    def _load_class(self) -> type:
+        path = self.worker_settings.worker_class
+        if not path:
+            return NoClass
+        try:
+            return import_class(path)
+        except ClassLoadError as exc:
+            self._class_error(str(exc))
+            self.log.error("worker %s runs without user code: %s", self.name, exc)
+            return NoClass
+
+    def _class_error(self, message: str) -> None:
+        with self._state_lock:
+            self.state.class_errors += 1
+            self.state.class_error = message
+
+    def start_background(self) -> None:
+        super().start_background()
+        self._spawn(self._discover_loop, "discovery")
+        self._spawn(self._follow_assignments, "assignments")
+
+    def start(self) -> None:
+        """Run the worker in background threads (``close()`` stops it)."""
+        self._run_thread = threading.Thread(target=self.run, name=f"{self.name}-data", daemon=True)
+        self._run_thread.start()
+
+    def run(self) -> None:
+        """Start the background threads and run the data loop until stopped."""
+        self._loop_started = True
+        self.start_background()
+        try:
+            self._loop()
+        finally:
+            self._teardown_sockets()
+            self._loop_done.set()
+
+    def serve(self) -> None:
+        """Run in the calling (main) thread until SIGTERM/SIGINT, then ``close()``."""
+        self.install_signal_handlers()
+        try:
+            self.run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every thread, call the user's ``close(context)``, delete the config key."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()
+        self._discover_now.set()
+        self._wake()
+        if self._loop_started:
+            self._loop_done.wait(10)
+        else:
+            self._teardown_sockets()
+        if self._run_thread is not None:
+            self._run_thread.join(timeout=10)
+        host = self._scan.host if self._scan is not None else self._last_host
+        user_close = getattr(host.instance, "close", None) if host is not None else None
+        if user_close is not None:
+            try:
+                user_close(self.context)
+            except Exception:
+                self.log.exception("worker %s: close(context) raised", self.name)
+        super().close()
+        with self._wake_lock:
+            self._wake_tx.close(linger=0)
+        self.ctx.term()
+
+    # === commands from other threads ===
+
+    def _post(self, *command: Any) -> None:
+        self._commands.append(command)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if not self._wake_tx.closed:
+                try:
+                    self._wake_tx.send(b"", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # a wake-up is already pending
+
+    def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
+        phash = parameters_hash(self.parameters)
+        with self._state_lock:
+            self.state.parameters_hash = phash
+        params = apply_descriptions(self.parameters, self._descs)
+        uid = update.mapping_uuid
+        if uid is None:
+            return
+        if previous is None or previous.mapping_uuid != uid:
+            # "scan" is queued before the assignment reader moves on, so no "assign" of
+            # the new scan can reach the data thread ahead of it.
+            self._post("scan", uid, update.finished, params, phash)
+            self._assign_uuid = None if update.finished else uid
+            return
+        if previous.parameters_version != update.parameters_version:
+            self._post("params", uid, params, phash)
+        if update.finished and not previous.finished:
+            self._post("finish", uid)
+
+    def on_redis_restart(self) -> None:
+        self._post("end")
+
+    # === the data loop ===
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            ready = dict(self._poller.poll(self._timeout()))
+            if self._wake_rx in ready:
+                while True:
+                    try:
+                        self._wake_rx.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            self._run_commands()
+            got = False
+            for dealer in self.peers.ready(ready):
+                got = self._receive(dealer) or got
+            now = time.monotonic()
+            if got:
+                self._last_batch = now
+            self._housekeeping(now)
+        scan = self._scan
+        if scan is not None:
+            self._grant(scan)
+        self.peers.flush()
+
+    def _timeout(self) -> int:
+        scan = self._scan
+        if scan is not None and scan.ungranted:
+            return 2
+        if scan is not None and scan.syncing or self.peers.outbox:
+            return 10
+        return 100
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            command = self._commands.popleft()
+            kind = command[0]
+            if kind == "assign":
+                self._on_assignment(*command[1:])
+            elif kind == "ingesters":
+                self._on_ingesters(command[1])
+            elif kind == "reducer":
+                self.peers.set_reducer(command[1])
+            elif kind == "scan":
+                self._start_scan(*command[1:])
+            elif kind == "params":
+                self._on_parameters(*command[1:])
+            elif kind == "finish":
+                scan = self._scan
+                if scan is not None and scan.uuid == command[1]:
+                    self._finish_scan(scan)
+            elif kind == "end":
+                if self._scan is not None:
+                    self._finish_scan(self._scan)
+
+    def _on_ingesters(self, found: dict[str, IngesterState]) -> None:
+        before = {(n, st.service_uuid) for n, st in self.peers.ingesters.items()}
+        self._discovered = True
+        self.peers.set_ingesters(found)
+        with self._state_lock:
+            self.state.ingesters = [found[n] for n in sorted(found)]
+        if before != {(n, st.service_uuid) for n, st in found.items()}:
+            self._publish_now()  # the controller derives the usable streams from this list
+
+    def _publish_now(self) -> None:
+        try:
+            self.publish_config()
+        except redis.RedisError as exc:
+            self.log.warning("worker %s: cannot publish config: %s", self.name, exc)
+
+    def _receive(self, dealer: Dealer) -> bool:
+        got = False
+        for _ in range(RECV_BURST):
+            try:
+                frames = dealer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            got = True
+            self._on_batch(dealer, frames)
+        return got
+
+    def _on_batch(self, dealer: Dealer, frames: list[Any]) -> None:
+        scan = self._scan
+        if scan is None or scan.syncing or scan.finished:
+            self._counters.old_scan += 1
+            return
+        try:
+            events = dataplane.decode_events(frames)
+        except DECODE_ERRORS as exc:
+            self._counters.malformed += 1
+            self.log.error(
+                "worker %s: dropped a malformed batch of %d frames from ingester %s: %s",
+                self.name, len(frames), dealer.name, exc,
+            )
+            return
+        ready = scan.assembler.add(events)
+        if ready:
+            self._process(scan, ready)
+
+    def _on_assignment(self, uid: uuid.UUID, events: list[int], counts: list[int]) -> None:
+        scan = self._scan
+        if scan is None or scan.uuid != uid or scan.finished:
+            return
+        ready = scan.assembler.expect(events, counts)
+        if ready:
+            self._process(scan, ready)
+
+    def _process(self, scan: _Scan, ready: list[PartialEvent]) -> None:
+        host = scan.host
+        results: list[tuple[int, bytes]] = []
+        for evn, streams in ready:
+            out = host.process(_make_event_data(evn, streams))
+            if out is not None:
+                try:
+                    results.append((evn, encode_payload(out)))
+                except Exception:
+                    host.counters.errors += 1
+                    self.log.exception(
+                        "worker %s: the result of event %d cannot be pickled", self.name, evn
+                    )
+        n = len(ready)
+        if not scan.ungranted:
+            scan.first_ungranted = time.monotonic()
+        scan.processed += n
+        scan.ungranted += n
+        self._counters.processed += n
+        if results:
+            scan.results += len(results)
+            self._counters.results += len(results)
+            frames: list[Any] = dataplane.encode_results(self.name, scan.phash, results)
+            frames.append(scan.uuid.bytes)
+            self.peers.send_results(frames)
+        if scan.ungranted >= self._credit_batch:
+            self._grant(scan)
+
+    def _grant(self, scan: _Scan) -> None:
+        if not scan.initial_granted:
+            if scan.syncing or scan.finished:
+                return  # the first grant waits for the ingesters; none after the end
+            granted = self.worker_settings.credit_window
+        elif scan.ungranted:
+            granted = scan.ungranted
+        else:
+            return
+        msg = CreditMessage(
+            worker=self.name, granted=granted, processed=scan.processed, results=scan.results,
+            errors=scan.host.counters.errors,
+        )
+        try:
+            self.redis.xadd(scan.credit_key, {"d": credit_encoder.encode(msg)})
+        except redis.RedisError as exc:
+            self.log.warning("worker %s: cannot grant credits (%s); retrying", self.name, exc)
+            return
+        if scan.initial_granted:
+            scan.ungranted = 0
+        scan.initial_granted = True
+
+    def _housekeeping(self, now: float) -> None:
+        scan = self._scan
+        if scan is not None:
+            if scan.syncing:
+                self._check_sync(scan, now)
+            elif scan.ungranted and (
+                now - self._last_batch >= CREDIT_IDLE
+                or now - scan.first_ungranted >= CREDIT_MAX_AGE
+            ):
+                self._grant(scan)
+            elif not scan.initial_granted and not scan.finished:
+                self._grant(scan)  # the first grant failed (Redis away): retry
+        if self.peers.outbox:
+            self.peers.flush()
+        if now >= self._next_ping:
+            self._next_ping = now + self.settings.config_interval
+            self.peers.ping_all()
+
+    # === scans ===
+
+    def _start_scan(
+        self, uid: uuid.UUID, finished: bool, params: Parameters, phash: str
+    ) -> None:
+        old = self._scan
+        if old is not None:
+            if not old.finished:
+                self.log.info("worker %s: scan %s replaced by %s", self.name, old.uuid, uid)
+            self._end_scan(old)
+        self._counters.old_scan += self.peers.drain()
+        self._scan = None
+        if not finished:
+            host = self._make_host(uid, params)
+            self._scan = _Scan(
+                uuid=uid, host=host, phash=phash, credit_key=Keys.credits(uid),
+                sync_deadline=time.monotonic() + self.settings.config_ttl,
+            )
+            self._fast_discovery = True
+            self._discover_now.set()
+        with self._state_lock:
+            self.state.mapping_uuid = uid
+        self._publish_now()
+        self.log.info("worker %s: started scan %s", self.name, uid)
+
+    def _make_host(self, uid: uuid.UUID, params: Parameters) -> WorkerHost:
+        clock = RedisTickClock(self.redis, Keys.clock(uid))
+        try:
+            return WorkerHost(self.user_class, self.name, params, self.context, self.state, clock)
+        except Exception as exc:
+            self._class_error(f"{type(exc).__name__}: {exc}")
+            self.log.exception("worker %s: the worker class failed to start; no results", self.name)
+            return WorkerHost(NoClass, self.name, params, self.context, self.state, clock)
+
+    def _check_sync(self, scan: _Scan, now: float) -> None:
+        behind = sorted(
+            name for name, st in self.peers.ingesters.items() if st.mapping_uuid != scan.uuid
+        )
+        if (behind or not self._discovered) and now < scan.sync_deadline:
+            return
+        if behind:
+            self.log.warning(
+                "worker %s: ingesters %s did not switch to scan %s; starting anyway",
+                self.name, behind, scan.uuid,
+            )
+        self._counters.old_scan += self.peers.drain()
+        scan.syncing = False
+        self._fast_discovery = False
+        self._grant(scan)
+
+    def _on_parameters(self, uid: uuid.UUID, params: Parameters, phash: str) -> None:
+        scan = self._scan
+        if scan is None or scan.uuid != uid:
+            return
+        scan.host.parameters.clear()
+        scan.host.parameters.update(params)
+        scan.phash = phash
+
+    def _finish_scan(self, scan: _Scan) -> None:
+        if scan.finished:
+            return
+        scan.finished = True
+        scan.syncing = False
+        self._grant(scan)
+        self.peers.flush()
+        scan.host.finish()
+        self.log.info(
+            "worker %s: finished scan %s after %d events (%d results, %d errors)",
+            self.name, scan.uuid, scan.processed, scan.results, scan.host.counters.errors,
+        )
+
+    def _end_scan(self, scan: _Scan) -> None:
+        self._grant(scan)
+        self.peers.flush()
+        self._counters.errors_done += scan.host.counters.errors
+        self._counters.old_scan += len(scan.assembler.pending)
+        self._counters.duplicates_done += scan.assembler.duplicates
+        self._last_host = scan.host
+
+    def _teardown_sockets(self) -> None:
+        self.peers.close()
+        if not self._wake_rx.closed:
+            self._wake_rx.close(linger=0)
+
+    # === background threads ===
+
+    def _discover_loop(self) -> None:
+        seen: object = None
+        reducer_seen: object = None
+        while not self.stop_event.is_set():
+            found, bad = read_ingesters(self.redis)
+            for message in bad:
+                self._counters.bad_configs += 1
+                self.log.error("worker %s: ignored a %s", self.name, message)
+            key = sorted((n, str(s.url), s.service_uuid, s.mapping_uuid) for n, s in found.items())
+            if key != seen:
+                seen = key
+                self._post("ingesters", found)
+            reducer, error = read_reducer(self.redis)
+            if error is not None:
+                self._counters.bad_configs += 1
+                self.log.error("worker %s: ignored a %s", self.name, error)
+            rkey = None if reducer is None else (str(reducer.url), reducer.service_uuid)
+            if rkey != reducer_seen:
+                reducer_seen = rkey
+                self._post("reducer", reducer)
+            delay = FAST_DISCOVERY if self._fast_discovery else self.settings.config_interval
+            self._discover_now.wait(delay)
+            self._discover_now.clear()
+
+    def _follow_assignments(self) -> None:
+        while not self.stop_event.is_set():
+            uid = self._assign_uuid
+            if uid is None:
+                self.stop_event.wait(0.05)
+                continue
+            current, last = self._assign_pos
+            if current != uid:
+                last = b"0-0"
+            self._assign_pos = (uid, last)
+            reply: Any = self.redis.xread({Keys.assigned(uid): last}, block=100, count=256)
+            for _key, items in reply or []:
+                for entry_id, fields in items:
+                    self._assign_pos = (uid, entry_id)
+                    self._post_assignment(uid, entry_id, fields)
+
+    def _post_assignment(self, uid: uuid.UUID, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            mine = events_for(AssignmentBatch.decode(fields), self.name)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._counters.bad_assignments += 1
+            self.log.error(
+                "worker %s: ignored assignment entry %r of scan %s: %s",
+                self.name, entry_id, uid, exc,
+            )
+            return
+        if mine is not None:
+            self._post("assign", uid, *mine)
+
+    # === published state ===
+
+    def publish_config(self) -> None:
+        c = self._counters
+        scan = self._scan
+        now = time.monotonic()
+        t0, n0 = self._rate
+        with self._state_lock:
+            st = self.state
+            if now - t0 >= 0.5:
+                st.event_rate = (c.processed - n0) / (now - t0)
+                self._rate = (now, c.processed)
+            st.processed_events = c.processed
+            st.results_sent = c.results
+            st.user_errors = c.errors_done + (scan.host.counters.errors if scan else 0)
+            st.malformed_batches = c.malformed
+            st.dropped_old_scan = c.old_scan
+            st.duplicate_streams = c.duplicates_done + (scan.assembler.duplicates if scan else 0)
+            st.bad_assignments = c.bad_assignments
+            st.bad_configs = c.bad_configs
+            st.ingester_reconnects = self.peers.reconnects
+            st.results_queued = len(self.peers.outbox)
+            st.waiting_events = scan.assembler.waiting if scan else 0
+        super().publish_config()
