@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
+
+import pydantic
 
 from dranspose_fast import __version__
 from dranspose_fast.errors import DransposeFastError
@@ -82,6 +85,114 @@ def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
 
 
+def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("controller", help="the controller: trigger map, binding, REST API")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="HTTP port (default 5000)")
+
+    p = sub.add_parser("reducer", help="the reducer: runs the reducer class, serves publish")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, default=5000, help="HTTP port (default 5000)")
+    p.add_argument("-c", "--reducerclass", default=None, help="module:Class (REDUCER_CLASS)")
+
+    p = sub.add_parser("worker", help="a worker: runs the worker class on its events")
+    p.add_argument("-n", "--name", default=None, help="worker name (WORKER_NAME)")
+    p.add_argument("-c", "--workerclass", default=None, help="module:Class (WORKER_CLASS)")
+
+    p = sub.add_parser("debugworker", help="a worker that keeps the last events for inspection")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="HTTP port (default 5000)")
+    p.add_argument("-n", "--name", default=None, help="worker name (WORKER_NAME)")
+
+    p = sub.add_parser("ingester", help="an ingester: forwards one upstream stream to workers")
+    p.add_argument("-c", "--ingesterclass", required=True,
+                   help="built-in name (ZmqPullSingleIngester, MultipartIngester) or module:Class")
+    p.add_argument("-u", "--upstream_url", default=None, help="upstream ZMQ URL (UPSTREAM_URL)")
+    p.add_argument("-n", "--name", required=True, help="the stream name")
+    p.add_argument("--url", default=None, help="ROUTER URL workers connect to (INGESTER_URL)")
+
+    p = sub.add_parser("local", help="a whole ensemble on this machine, as child processes")
+    p.add_argument("--stream", action="append", default=[], metavar="NAME=URL",
+                   help="a STINS stream and its upstream URL (repeat for several)")
+    p.add_argument("-w", "--workerclass", default=None, help="worker class, module:Class")
+    p.add_argument("-r", "--reducerclass", default=None, help="reducer class, module:Class")
+    p.add_argument("--nworkers", type=int, default=2, help="workers to start (default 2)")
+    p.add_argument("--host", default="127.0.0.1", help="address of the HTTP servers")
+    p.add_argument("--port", type=int, default=5000, help="controller HTTP port (default 5000)")
+    p.add_argument("--reducer-port", type=int, default=5001,
+                   help="reducer HTTP port (default 5001)")
+    p.add_argument("--ingesterclass", default="ZmqPullSingleIngester",
+                   help="ingester class of every stream")
+
+
+def _redis_logging(name: str) -> None:
+    """Send this process's log records to Redis for the controller's /api/v1/logs."""
+    from dranspose_fast.distributed import RedisLogHandler, connect
+    from dranspose_fast.settings import DistributedSettings
+
+    handler = RedisLogHandler(connect(DistributedSettings()), name)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "controller":
+        from dranspose_fast import controller
+
+        _redis_logging("controller")
+        # uvicorn re-raises the signal that stopped it after its clean shutdown; a handler of
+        # ours turns that into a normal exit (code 0) instead of death by SIGTERM.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        controller.run(host=args.host, port=args.port)
+    elif command == "reducer":
+        from dranspose_fast import reducer
+        from dranspose_fast.settings import ReducerSettings
+
+        if args.reducerclass:
+            os.environ["REDUCER_CLASS"] = args.reducerclass
+        _redis_logging("reducer")
+        reducer.run(host=args.host, port=args.port, settings=ReducerSettings())
+    elif command == "worker":
+        from dranspose_fast.settings import WorkerSettings
+        from dranspose_fast.worker_service import Worker
+
+        overrides = {"worker_name": args.name} if args.name else {}
+        if args.workerclass:
+            overrides["worker_class"] = args.workerclass
+        worker = Worker(WorkerSettings(**overrides))
+        _redis_logging(worker.name)
+        worker.serve()
+    elif command == "debugworker":
+        from dranspose_fast import debug_worker
+
+        if args.name:
+            os.environ["WORKER_NAME"] = args.name
+        _redis_logging(args.name or "debugworker")
+        debug_worker.run(host=args.host, port=args.port,
+                         settings=debug_worker.DebugWorkerSettings())
+    elif command == "ingester":
+        from dranspose_fast.ingesters import create_ingester
+
+        settings: dict[str, object] = {"ingester_streams": [args.name]}
+        if args.upstream_url:
+            settings["upstream_url"] = args.upstream_url
+        if args.url:
+            settings["ingester_url"] = args.url
+        ingester = create_ingester(args.ingesterclass, **settings)
+        _redis_logging(ingester.state.name)
+        ingester.run()
+    elif command == "local":
+        from dranspose_fast.local import parse_streams, run_local
+
+        if args.nworkers < 1:
+            raise ValueError(f"--nworkers must be at least 1, got {args.nworkers}")
+        return run_local(parse_streams(args.stream), args.workerclass, args.reducerclass,
+                         args.nworkers, args.port, args.reducer_port, args.host,
+                         args.ingesterclass)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dranspose-fast",
@@ -90,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dranspose-fast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _replay_parser(sub)
+    _service_parsers(sub)
     return parser
 
 
@@ -133,6 +245,14 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 1 if report.input_errors else 0
 
 
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        return f"{where}: {first['msg']} ({exc.error_count()} problem(s) in the settings)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,16 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _run_replay(args)
+        return _run_service(args)
     except USER_ERRORS as exc:
         print(f"dranspose-fast {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"dranspose-fast {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, pydantic.ValidationError) as exc:
+        logger.debug("user error", exc_info=True)
+        print(f"dranspose-fast {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {args.command}")
-    return 2  # pragma: no cover
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ class Service:
         self.update: ControllerUpdate | None = None
         self.redis_run_id: str | None = None
         self._threads: list[threading.Thread] = []
+        self._updates_restart = False
         self._state_lock = threading.Lock()
         self.log = logging.getLogger(f"dranspose_fast.{self.role}.{state.name}")
 
@@ -177,6 +178,7 @@ class Service:
         run_id = str(self.redis.info("server").get("run_id"))
         if self.redis_run_id is not None and run_id != self.redis_run_id:
             self.log.warning("redis restarted; the running scan has ended")
+            self._updates_restart = True  # stream ids start over in a fresh Redis
             self.on_redis_restart()
         self.redis_run_id = run_id
 
@@ -192,6 +194,9 @@ class Service:
             last = latest[0][0]
             self._apply_update(latest[0][1])
         while not self.stop_event.is_set():
+            if self._updates_restart:
+                self._updates_restart = False
+                last = b"0-0"
             entries: list[Any] = cast(list[Any], self.redis.xread({Keys.UPDATES: last}, block=200))
             for _stream, items in entries or []:
                 for entry_id, fields in items:
