@@ -5,7 +5,9 @@ import threading
 import time
 from typing import Any
 
+from dranspose_fast.data.stream1 import Stream1Data
 from dranspose_fast.event import EventData, ResultData
+from dranspose_fast.middlewares.stream1 import parse
 from dranspose_fast.parameters import IntParameter, StrParameter
 
 
@@ -29,6 +31,7 @@ class RecordWorker:
             "event": event.event_number,
             "worker": self.name,
             "streams": {n: [len(bytes(f)) for f in d.frames] for n, d in event.streams.items()},
+            "images": {n: _image(d) for n, d in event.streams.items()},
             "roi1": parameters["roi1"].value,
             "scans": self.context["scans"],
             "tick": tick,
@@ -36,6 +39,21 @@ class RecordWorker:
 
     def finish(self, parameters: Any) -> None:
         self.context["finished"] = True
+
+
+def _image(data: Any) -> Any:
+    """(frame, first pixel) of a STINS image, the htype of other STINS messages."""
+    if data.typ != "STINS":
+        return None
+    packet = parse(data)
+    if isinstance(packet, Stream1Data):
+        return [packet.frame, int(packet.data.flat[0])]
+    return packet.htype
+
+
+class TickWorker(RecordWorker):
+    def get_tick_interval(self, parameters: Any) -> float:
+        return 0.2
 
 
 class FailingRecordWorker(RecordWorker):
