@@ -133,8 +133,9 @@ class Ensemble:
             config = self.get("/api/v1/config").json()
             have_workers = {w["name"] for w in config["workers"]}
             have_streams = {s for i in config["ingesters"] for s in i["streams"]}
+            available = set(self.get("/api/v1/streams").json())
             return (set(workers) <= have_workers and set(streams) <= have_streams
-                    and config.get("reducer") is not None)
+                    and set(streams) <= available and config.get("reducer") is not None)
 
         self.wait(f"streams {streams} and workers {workers}", ready, timeout)
 
