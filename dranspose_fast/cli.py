@@ -121,8 +121,9 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--port", type=int, default=5000, help="controller HTTP port (default 5000)")
     p.add_argument("--reducer-port", type=int, default=5001,
                    help="reducer HTTP port (default 5001)")
-    p.add_argument("--ingesterclass", default="ZmqPullSingleIngester",
-                   help="ingester class of every stream")
+    p.add_argument("--ingesterclass", action="append", default=[], metavar="[NAME=]CLASS",
+                   help="ingester class of every stream (default ZmqPullSingleIngester), or of "
+                        "stream NAME only; repeat for several")
 
 
 def _redis_logging(name: str) -> None:
@@ -183,13 +184,13 @@ def _run_service(args: argparse.Namespace) -> int:
         _redis_logging(ingester.state.name)
         ingester.run()
     elif command == "local":
-        from dranspose_fast.local import parse_streams, run_local
+        from dranspose_fast.local import parse_classes, parse_streams, run_local
 
         if args.nworkers < 1:
             raise ValueError(f"--nworkers must be at least 1, got {args.nworkers}")
-        return run_local(parse_streams(args.stream), args.workerclass, args.reducerclass,
-                         args.nworkers, args.port, args.reducer_port, args.host,
-                         args.ingesterclass)
+        streams = parse_streams(args.stream)
+        return run_local(streams, args.workerclass, args.reducerclass, args.nworkers, args.port,
+                         args.reducer_port, args.host, parse_classes(args.ingesterclass, streams))
     return 0
 
 

@@ -124,6 +124,21 @@ def parse_streams(specs: list[str]) -> dict[str, str]:
     return streams
 
 
+def parse_classes(specs: list[str], streams: dict[str, str]) -> dict[str, str]:
+    """Ingester class per stream from ``CLASS`` (all streams) and ``NAME=CLASS`` entries."""
+    default = "ZmqPullSingleIngester"
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        name, sep, cls = spec.partition("=")
+        if not sep:
+            default = spec
+        elif name not in streams:
+            raise ValueError(f"--ingesterclass {spec!r}: no --stream named {name!r}")
+        else:
+            chosen[name] = cls
+    return {name: chosen.get(name, default) for name in streams}
+
+
 def run_local(
     streams: dict[str, str],
     workerclass: str | None,
@@ -132,7 +147,7 @@ def run_local(
     port: int,
     reducer_port: int,
     host: str,
-    ingester_class: str = "ZmqPullSingleIngester",
+    ingester_classes: dict[str, str] | None = None,
 ) -> int:
     """Run the ensemble until Ctrl-C/SIGTERM or until a component dies; returns an exit code."""
     ensemble = Ensemble()
@@ -164,8 +179,9 @@ def run_local(
             ensemble.spawn(f"worker-{i}", wargs, env)
         for name, url in streams.items():
             ienv = dict(env, INGESTER_URL=f"tcp://127.0.0.1:{free_port()}")
-            ensemble.spawn(f"{name}-ingester",
-                           ["ingester", "-c", ingester_class, "-n", name, "-u", url], ienv)
+            cls = (ingester_classes or {}).get(name, "ZmqPullSingleIngester")
+            ensemble.spawn(f"{name}-ingester", ["ingester", "-c", cls, "-n", name, "-u", url],
+                           ienv)
         print(f"controller on http://{host}:{port}/, reducer on http://{host}:{reducer_port}/"
               " — Ctrl-C stops everything", flush=True)
         while not stop_requested:
