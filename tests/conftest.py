@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -96,3 +97,24 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+# === end-to-end fixtures: real component processes (tests/ensemble.py) ===
+
+
+@pytest.fixture
+def ens(redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    from tests.ensemble import Ensemble
+
+    ensemble = Ensemble(redis_url, tmp_path)
+    yield ensemble
+    codes = ensemble.stop_all()
+    assert all(code == 0 for code in codes.values()), (codes, ensemble.all_logs())
+
+
+@pytest.fixture
+def source() -> Iterator[Any]:
+    from tests.stins_source import StinsSource
+
+    with StinsSource("tcp://127.0.0.1:0", shape=(8, 8), n=10) as src:
+        yield src

@@ -167,3 +167,22 @@ class Ensemble:
 
         self.wait("the reducer to finish", finished, timeout)
         return out
+
+
+def start(ens: Ensemble, source: Any, workers: int = 2, **kw: Any) -> list[str]:
+    """Controller, reducer, ``workers`` workers and one STINS ingester on ``source``."""
+    names = [f"w{i}" for i in range(workers)]
+    ens.controller()
+    ens.reducer()
+    for name in names:
+        ens.worker(name, **kw)
+    ens.ingester("eiger", source.url)
+    ens.wait_ready(["eiger"], names)
+    return names
+
+
+def records_by_event(published: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict]] = {}
+    for r in published["records"]:
+        out.setdefault(r["event"], []).append(r)
+    return out

@@ -15,9 +15,8 @@ import h5pyd
 import httpx
 import pytest
 
-from tests.ensemble import Ensemble, uniform, vw
+from tests.ensemble import Ensemble, start, uniform, vw
 from tests.stins_source import StinsSource
-from tests.test_e2e import ens, records_by_event, source, start  # noqa: F401  (fixtures)
 
 
 def test_stop_without_data(ens: Ensemble, source: StinsSource) -> None:
