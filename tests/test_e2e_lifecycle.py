@@ -251,3 +251,39 @@ def test_reducer_served_over_h5pyd_and_logs(ens: Ensemble, source: StinsSource) 
     assert logs and all(e["levelname"] in {"INFO", "WARNING", "ERROR", "CRITICAL"} for e in logs)
     assert ens.get("/api/v1/load").status_code == 200
     assert pytest is not None
+
+
+def test_reactive_scan_appends_while_running(ens: Ensemble, source: StinsSource) -> None:
+    start(ens, source)
+    part = {"eiger": [[vw(i)] for i in range(3)]}
+    ens.sequence({"parts": {"line": part}, "sequence": ["line"]}, open="true")
+    assert ens.get("/api/v1/progress").json()["total_events"] is None
+    source.send_header()
+    for i in range(3):
+        source.send_image(i)
+    answer = ens.post("/api/v1/sequence/append", json={"sequence": ["line", "line"]})
+    assert answer.status_code == 200, answer.text
+    for i in range(3, 9):
+        source.send_image(i)
+    assert ens.post("/api/v1/sequence/close").status_code == 200
+    source.send_end()
+    progress = ens.wait_finished()
+    assert progress["total_events"] == 11
+    records = ens.published()["records"]
+    frames = sorted(r["images"]["eiger"][0] for r in records if 0 < r["event"] < 10)
+    assert frames == list(range(9))
+
+
+def test_new_reducer_instance_between_scans(ens: Ensemble, source: StinsSource) -> None:
+    start(ens, source)
+    ens.sequence(uniform(["eiger"], 2))
+    source.send_series(2)
+    ens.wait_finished()
+    assert ens.published()["count"] == 6
+    ens.stop("reducer")
+    ens.reducer()  # a new instance on new ports: workers follow its config
+    ens.wait_ready(["eiger"], ["w0", "w1"])
+    ens.sequence(uniform(["eiger"], 3))
+    source.send_series(3)
+    ens.wait_finished()
+    assert ens.published()["count"] == 7
