@@ -214,3 +214,51 @@ def test_map_discard_and_null_cells(tmp_path) -> None:
     assert 2 not in by_event and 4 not in by_event
     assert by_event[3][0][1] == ("fast",)  # the source's slow stream has only even events
     assert {e for e in by_event} == {0, 1, 3, 5, 7, 9}
+
+
+def test_publish_is_readable_with_h5pyd_during_keep_alive() -> None:
+    import h5pyd
+
+    stop, done = threading.Event(), threading.Event()
+    urls: list[str] = []
+    thread = threading.Thread(
+        target=replay,
+        args=("tests.classes02:SlidesWorker", "tests.classes02:SlidesReducer"),
+        kwargs=dict(source="tests.classes02:CountingSource", port=0, stop_event=stop,
+                    done_event=done, on_server=urls.append),
+    )
+    thread.start()
+    try:
+        assert done.wait(30)
+        with h5pyd.File("/", "r", endpoint=urls[0].rstrip("/")) as f:
+            assert sorted(f["map"].keys(), key=int) == [str(i) for i in range(20)]
+            assert f["map/5"][()] in (b"replay-worker-0", b"replay-worker-1",
+                                      "replay-worker-0", "replay-worker-1")
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("form", ["pickle", "cbor"])
+def test_parameter_files_in_pickle_and_cbor(tmp_path, form: str) -> None:
+    import pickle
+
+    import cbor2
+
+    from dranspose_fast.protocol import WorkParameter
+
+    path = tmp_path / f"params.{form}"
+    if form == "pickle":
+        path.write_bytes(pickle.dumps([WorkParameter(name="int_param", data=b"5")]))
+    else:  # the controller's dump of binary parameters: a CBOR list of {name, data}
+        path.write_bytes(cbor2.dumps([{"name": "int_param", "data": b"5"},
+                                      {"name": "file_parameter", "data": b"\x00\x01"}]))
+    _, reducer = run(source="tests.classes02:CountingSource", parameter_file=path)
+    assert reducer.publish["results"]["4"][0]["int_param"] == 5
+
+
+def test_progress_bar_is_quiet_without_a_terminal(capfd) -> None:
+    run(source="tests.classes02:CountingSource")
+    assert "ev/s" not in capfd.readouterr().err
+    run(source="tests.classes02:CountingSource", progress=True)
+    assert "20ev" in capfd.readouterr().err.replace(" ", "")
