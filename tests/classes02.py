@@ -164,3 +164,8 @@ class CountingSource:
 class SlowSource(CountingSource):
     def __init__(self) -> None:
         super().__init__(n=30, delay=0.05)
+
+
+class TickingWorker(EchoWorker):
+    def get_tick_interval(self, parameters: dict[ParameterName, WorkParameter]) -> float:
+        return 0.1

@@ -186,3 +186,22 @@ def records_by_event(published: dict[str, Any]) -> dict[int, list[dict[str, Any]
     for r in published["records"]:
         out.setdefault(r["event"], []).append(r)
     return out
+
+
+def frame_logs(ens: Ensemble, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """What ``tests.load_classes.FrameLogReducer`` published at ``finish``:
+    ``{worker: {"event", "stream", "id": int64 arrays}}``."""
+    import h5pyd
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def finished() -> bool:
+        with h5pyd.File("/", "r", endpoint=ens.reducer_url) as f:
+            if int(f["finished"][()]) != 1:
+                return False
+            for worker in json.loads(f["workers"][()]):
+                out[worker] = {key: f[worker][key][()] for key in ("event", "stream", "id")}
+            return True
+
+    ens.wait("the reducer to publish the frame logs", finished, timeout)
+    return out

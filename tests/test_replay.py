@@ -262,3 +262,9 @@ def test_progress_bar_is_quiet_without_a_terminal(capfd) -> None:
     assert "ev/s" not in capfd.readouterr().err
     run(source="tests.classes02:CountingSource", progress=True)
     assert "20ev" in capfd.readouterr().err.replace(" ", "")
+
+
+def test_tick_once_per_interval_across_workers() -> None:
+    report, reducer = run(w="tests.classes02:TickingWorker", source="tests.classes02:SlowSource")
+    ticks = reducer.publish["ticks"]  # 30 events 50 ms apart, one tick per 100 ms at most
+    assert 5 <= ticks <= report.seconds / 0.1 + 1
