@@ -10,26 +10,43 @@ The baseline is the same topology without dranspose: source → ``zmq.proxy`` re
 
 Reports medians of the repeats, events/s, GB/s and CPU seconds per process (from /proc).
 The machine has 2 cores: with six processes the run is CPU-bound; compare ratios.
+
+Latency mode (``--latency RATE``): the source paces the images at RATE events/s on an absolute
+schedule (sleep, then spin the last ``--spin-us``), stamps each header with
+``timestamps: {"sent": time.time()}`` just before sending, the workers
+(``bench.latency_classes``) return it and the reducer records ``now - sent`` per result. The
+same paced series also goes through the raw relay (its sink records the same difference), the
+latency floor of the machine. Reports p50/p99/p99.9/max (all images, and those sent after the
+first 0.1 s), the share up to the worker's ``process_event`` (``to_worker``), the source's
+lateness against its schedule and CPU seconds per process; ``--json out.json`` also writes
+each run's samples to ``out.run<N>.npz``::
+
+    python bench/e2e.py --latency 5000 --frames 20000 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.latency_classes import LATENCY_FILE_ENV  # noqa: E402
 from tests.conftest import RedisServer, free_port  # noqa: E402
 from tests.ensemble import Ensemble, vw  # noqa: E402
 from tests.stins_source import StinsSource  # noqa: E402
@@ -43,6 +60,95 @@ def cpu_seconds(pid: int) -> float:
     except FileNotFoundError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+# === senders ===
+
+Sender = Callable[[zmq.Socket[Any]], None]
+#: Latency mode also reports the images sent after this many seconds (the scan start left out).
+STEADY_AFTER = 0.1
+PR_SET_TIMERSLACK = 29
+
+
+def fine_timer_slack() -> bool:
+    """Ask Linux for 1 µs of timer slack (default 50 µs): sleeps end close to their deadline."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1000), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def burst_sender(source: StinsSource, frames: int) -> Sender:
+    """Header, ``frames`` identical images, end: as fast as the socket takes them."""
+    image = source.image_frames(0)
+
+    def send(sock: zmq.Socket[Any]) -> None:
+        sock.send_multipart(source.header_frames())
+        for _ in range(frames):
+            sock.send_multipart(image, copy=False)
+        sock.send_multipart(source.end_frames())
+
+    return send
+
+
+class PacedSender:
+    """Images at ``rate`` per second on an absolute schedule, each stamped with its send time.
+
+    Each wait sleeps until ``spin`` before the deadline and busy-waits the rest, so the sends
+    keep to the schedule within a few µs on an idle core while the source does not burn a whole
+    core at low rates. A late send is not made up by skipping: the next deadlines stay where
+    they were (open loop), so a stalled pipeline shows in the latency rather than hiding in
+    a slower source. ``lateness`` holds each send's delay behind its deadline (seconds).
+    """
+
+    def __init__(self, shape: tuple[int, int], frames: int, rate: float, spin_us: float,
+                 lead_in: float = 0.01) -> None:
+        self.shape, self.frames, self.period = shape, frames, 1.0 / rate
+        self.lead_in = lead_in
+        self.spin = spin_us * 1e-6
+        data = np.full(shape, 7, np.uint16).tobytes()
+        self.payload: Any = data if len(data) < zmq.COPY_THRESHOLD else zmq.Frame(data)
+        self.lateness = np.zeros(frames)
+        self.cpu = 0.0
+        self.slack_ok = fine_timer_slack()
+
+    def header(self, i: int, sent: float) -> bytes:
+        h, w = self.shape
+        return (f'{{"htype":"image","msg_number":{i + 1},"frame":{i},"shape":[{h},{w}],'
+                f'"type":"uint16","compression":"none","timestamps":{{"sent":{sent!r}}}}}'
+                ).encode()
+
+    def __call__(self, sock: zmq.Socket[Any]) -> None:
+        perf, wall, sleep = time.perf_counter, time.time, time.sleep
+        period, spin, late, payload = self.period, self.spin, self.lateness, self.payload
+        cpu0 = time.process_time()
+        sock.send_multipart([json.dumps({"htype": "header", "msg_number": 0,
+                                         "filename": "/tmp/latency.h5"}).encode()])
+        start = perf() + self.lead_in
+        for i in range(self.frames):
+            target = start + i * period
+            remaining = target - perf()
+            if remaining > spin:
+                sleep(remaining - spin)
+            now = perf()
+            while now < target:
+                now = perf()
+            late[i] = now - target
+            sock.send_multipart([self.header(i, wall()), payload], copy=False)
+        sock.send_multipart([json.dumps({"htype": "series_end",
+                                         "msg_number": self.frames + 1}).encode()])
+        self.cpu = time.process_time() - cpu0
+
+
+def latency_stats(seconds: np.ndarray[Any, Any]) -> dict[str, float]:
+    """Percentiles in milliseconds."""
+    ms = np.asarray(seconds, np.float64) * 1e3
+    if ms.size == 0:
+        return {"n": 0}
+    return {"n": int(ms.size), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "p99.9_ms": float(np.percentile(ms, 99.9)),
+            "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
 
 
 # === baseline: source -> zmq.proxy -> sink ===
@@ -59,77 +165,201 @@ def _relay(front: str, back: str) -> None:
         pass
 
 
-def _sink(url: str, n: int, done: Any) -> None:
+def _sink(url: str, n: int, done: Any, ready: Any, latency_file: str | None) -> None:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.connect(url)
+    ready.set()
+    latency: list[float] = []
     for _ in range(n):
-        pull.recv_multipart(copy=False)
+        frames = pull.recv_multipart(copy=False)
+        if latency_file is not None:
+            now = time.time()
+            head = json.loads(frames[0].bytes)
+            if "timestamps" in head:
+                latency.append(now - head["timestamps"]["sent"])
     done.value = time.perf_counter()
+    if latency_file is not None:
+        np.save(latency_file, np.asarray(latency))
 
 
-def raw_relay(frames: int, shape: tuple[int, int]) -> dict[str, float]:
+def raw_relay(frames: int, shape: tuple[int, int], paced: PacedSender | None = None,
+              tmp: Path | None = None) -> dict[str, Any]:
     spawn = multiprocessing.get_context("spawn")
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     relay = spawn.Process(target=_relay, args=(front, back), daemon=True)
     relay.start()
-    done = spawn.Value("d", 0.0)
-    sink = spawn.Process(target=_sink, args=(back, frames + 2, done), daemon=True)
+    done, ready = spawn.Value("d", 0.0), spawn.Event()
+    latency_file = str(tmp / "raw_latency.npy") if paced is not None and tmp else None
+    sink = spawn.Process(target=_sink, args=(back, frames + 2, done, ready, latency_file),
+                         daemon=True)
     sink.start()
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.connect(front)
     source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
-    msgs = [source.image_frames(0)] * frames
+    send = paced or burst_sender(source, frames)
+    # Spawned processes take a while to import under load: wait for the sink's connect,
+    # then give the TCP handshakes time, so no frame waits for a connection.
+    ready.wait(60)
     time.sleep(0.5)
     t0 = time.perf_counter()
-    push.send_multipart(source.header_frames())
-    for m in msgs:
-        push.send_multipart(m, copy=False)
-    push.send_multipart(source.end_frames())
+    send(push)
     sink.join(120)
     seconds = done.value - t0
-    cpu = {"relay": cpu_seconds(relay.pid or 0)}
+    out: dict[str, Any] = {"seconds": seconds, "cpu_relay": cpu_seconds(relay.pid or 0)}
     relay.kill()
     push.close(0)
     source.close()
     ctx.term()
-    return {"seconds": seconds, "cpu_relay": cpu["relay"]}
+    if paced is not None and latency_file is not None:
+        out["samples"] = np.load(latency_file)
+        out["latency"] = latency_stats(out["samples"])
+        out["source_lateness"] = latency_stats(paced.lateness)
+    return out
 
 
 # === dranspose-fast ===
 
 
+def start_profiles(procs: dict[str, Any], out: Path, seconds: float) -> list[Any]:
+    """``py-spy record`` (collapsed stacks, ``out/<component>.txt``) of each component."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "250", "-d",
+                              str(max(1, int(seconds))), "-o", str(out / f"{name}.txt"),
+                              "--pid", str(proc.pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, proc in procs.items()]
+
+
 def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
-             tmp: Path) -> dict[str, Any]:
+             tmp: Path, paced: PacedSender | None = None,
+             profile: Path | None = None) -> dict[str, Any]:
     redis = RedisServer(tmp)
     redis.start()
     ens = Ensemble(redis.url, tmp)
     source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
+    latency_file = tmp / "latency.npz"
+    ens.env[LATENCY_FILE_ENV] = str(latency_file)
+    worker_cls, reducer_cls = (
+        ("bench.latency_classes:LatencyWorker", "bench.latency_classes:LatencyReducer")
+        if paced is not None else ("bench.trivial:TrivialWorker", "bench.trivial:TrivialReducer"))
     try:
         ens.controller()
-        ens.reducer("bench.trivial:TrivialReducer")
+        ens.reducer(reducer_cls)
         names = [f"w{i}" for i in range(workers)]
         for name in names:
-            ens.worker(name, "bench.trivial:TrivialWorker")
+            ens.worker(name, worker_cls)
         ens.ingester("eiger", source.url)
         ens.wait_ready(["eiger"], names, timeout=60)
         span = 10 if mapping == "batched" else 1
         cells = [[vw(i // span)] for i in range(frames)]
         ens.sequence({"parts": {"main": {"eiger": cells}}, "sequence": ["main"]})
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
+        spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
+                 if profile else [])
         t0 = time.perf_counter()
-        source.send_series()
+        if paced is not None:
+            paced(source.socket)
+        else:
+            source.send_series()
         progress = ens.wait_finished(timeout=600)
         seconds = time.perf_counter() - t0
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
+        for spy in spies:
+            spy.wait(60)
         status = ens.get("/api/v1/status").json()
-        return {"seconds": seconds, "progress": progress, "cpu": cpu,
-                "status_keys": sorted(status)}
+        out: dict[str, Any] = {"seconds": seconds, "progress": progress, "cpu": cpu,
+                               "status_keys": sorted(status)}
+        if paced is not None:
+            cpu["source"] = round(paced.cpu, 2)
+            ens.wait("the reducer's latency file", latency_file.exists, timeout=30)
+            with np.load(latency_file) as saved:
+                out["samples"] = {k: saved[k] for k in saved.files}
+            out["latency"] = latency_stats(out["samples"]["latency"])
+            # Images sent after the first STEADY_AFTER seconds: the scan start left out
+            # (image i is event i + 1, the series header being event 0).
+            first = 1 + int(STEADY_AFTER / paced.period)
+            steady = out["samples"]["events"] >= first
+            out["latency_steady"] = latency_stats(out["samples"]["latency"][steady])
+            out["to_worker"] = latency_stats(out["samples"]["to_worker"])
+            out["lateness_samples"] = paced.lateness
+            out["source_lateness"] = latency_stats(paced.lateness)
+        return out
     finally:
         source.close()
         ens.stop_all()
         redis.stop()
+
+
+# === main ===
+
+
+def _throughput(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, Any]:
+    nbytes = shape[0] * shape[1] * 2
+    events = args.frames + 2
+    runs: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        base = raw_relay(args.frames, shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp),
+                            profile=args.profile / f"run{r}" if args.profile else None)
+        runs.append({"baseline": base, "ours": ours})
+        print(f"run {r}: ours {events / ours['seconds']:,.0f} events/s, raw relay "
+              f"{events / base['seconds']:,.0f} frames/s; cpu {ours['cpu']}", flush=True)
+    ours_s = statistics.median(r["ours"]["seconds"] for r in runs)
+    base_s = statistics.median(r["baseline"]["seconds"] for r in runs)
+    return {
+        "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
+        "events_per_s": events / ours_s, "GB_per_s": args.frames * nbytes / ours_s / 1e9,
+        "raw_frames_per_s": events / base_s, "raw_GB_per_s": args.frames * nbytes / base_s / 1e9,
+        "ratio_to_raw": base_s / ours_s, "runs": runs,
+    }
+
+
+def _fmt(stats: dict[str, float]) -> str:
+    if not stats.get("n"):
+        return "no samples"
+    return (f"p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, "
+            f"max {stats['max_ms']:.3f} ms (n={stats['n']})")
+
+
+def _median_stats(all_stats: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(s[k] for s in all_stats) for k in all_stats[0]}
+
+
+def _latency(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            paced = PacedSender(shape, args.frames, args.latency, args.spin_us, args.lead_in)
+            base = raw_relay(args.frames, shape, paced, Path(tmp))
+            paced = PacedSender(shape, args.frames, args.latency, args.spin_us, args.lead_in)
+            ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp), paced,
+                            args.profile / f"run{r}" if args.profile else None)
+        samples = {**ours.pop("samples"), "lateness": ours.pop("lateness_samples"),
+                   "raw_latency": base.pop("samples")}
+        if args.json:  # the raw samples beside the summary, for plots
+            np.savez(args.json.with_suffix(f".run{r}.npz"), **samples)
+        runs.append({"baseline": base, "ours": ours, "load": os.getloadavg()})
+        print(f"run {r}: ours {_fmt(ours['latency'])}; after {STEADY_AFTER} s "
+              f"{_fmt(ours['latency_steady'])}; raw relay {_fmt(base['latency'])}; "
+              f"source late p99 {ours['source_lateness']['p99_ms'] * 1e3:.0f} µs; "
+              f"cpu {ours['cpu']}; load {os.getloadavg()[0]:.2f}", flush=True)
+        if ours["latency"]["n"] != args.frames:
+            print(f"  warning: {ours['latency']['n']} results for {args.frames} images")
+    return {
+        "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
+        "rate": args.latency, "spin_us": args.spin_us, "timer_slack_1us": fine_timer_slack(),
+        "latency_ms": _median_stats([r["ours"]["latency"] for r in runs]),
+        "latency_steady_ms": _median_stats([r["ours"]["latency_steady"] for r in runs]),
+        "to_worker_ms": _median_stats([r["ours"]["to_worker"] for r in runs]),
+        "raw_latency_ms": _median_stats([r["baseline"]["latency"] for r in runs]),
+        "source_lateness_ms": _median_stats([r["ours"]["source_lateness"] for r in runs]),
+        "cpu_s": _median_stats([r["ours"]["cpu"] for r in runs]),
+        "wall_s": statistics.median(r["ours"]["seconds"] for r in runs),
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -139,27 +369,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--map", choices=["uniform", "batched"], default="uniform")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=None, metavar="RATE",
+                        help="latency mode: pace the source at RATE events/s")
+    parser.add_argument("--spin-us", type=float, default=40.0,
+                        help="latency mode: busy-wait this long before each send deadline")
+    parser.add_argument("--lead-in", type=float, default=0.01,
+                        help="latency mode: seconds between the series header and image 0")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy record every component while the series is sent "
+                             "(collapsed stacks in DIR/run<N>/<component>.txt)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
     shape = (args.shape[0], args.shape[1])
-    nbytes = shape[0] * shape[1] * 2
-    events = args.frames + 2
-    runs: list[dict[str, Any]] = []
-    for r in range(args.repeats):
-        base = raw_relay(args.frames, shape)
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp))
-        runs.append({"baseline": base, "ours": ours})
-        print(f"run {r}: ours {events / ours['seconds']:,.0f} events/s, raw relay "
-              f"{events / base['seconds']:,.0f} frames/s; cpu {ours['cpu']}", flush=True)
-    ours_s = statistics.median(r["ours"]["seconds"] for r in runs)
-    base_s = statistics.median(r["baseline"]["seconds"] for r in runs)
-    summary = {
-        "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
-        "events_per_s": events / ours_s, "GB_per_s": args.frames * nbytes / ours_s / 1e9,
-        "raw_frames_per_s": events / base_s, "raw_GB_per_s": args.frames * nbytes / base_s / 1e9,
-        "ratio_to_raw": base_s / ours_s, "runs": runs,
-    }
+    if args.latency:
+        summary = _latency(args, shape)
+    else:
+        summary = _throughput(args, shape)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
