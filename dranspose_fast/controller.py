@@ -48,7 +48,8 @@ from dranspose_fast.controller_ensemble import (  # isort: skip
     EnsembleState, RequestError, Streams, as_entries, as_streams, as_text, read_configs,
 )
 from dranspose_fast.controller_scan import (  # isort: skip
-    IntervalLoad, LostWorker, Progress, Scan, Status, WorkerLoad,
+    LOST_WITH_WORKERS, IntervalLoad, LossLog, LostWorker, Progress, Scan, Status, WorkerLoad,
+    loss_totals,
 )
 
 __all__ = [
@@ -86,8 +87,9 @@ class Controller:
         self.parameters_hash = parameters_hash(self.parameters)
         self.counters: dict[str, int] = {
             "invalid_configs": 0, "invalid_descriptions": 0, "dump_errors": 0,
-            "redis_errors": 0, "redis_restarts": 0, "workers_lost": 0,
+            "redis_errors": 0, "redis_restarts": 0, "workers_lost": 0, LOST_WITH_WORKERS: 0,
         }
+        self._losses = LossLog(logger)
         self._lock = threading.RLock()  # scan and parameter state
         self._post_lock = threading.Lock()  # one mapping change at a time
         self._cfg_lock = threading.Lock()
@@ -436,6 +438,7 @@ class Controller:
             for name in [n for n in scan.workers if n not in live]:
                 info: LostWorker = scan.lose_worker(name)
                 self.counters["workers_lost"] += 1
+                self.counters[LOST_WITH_WORKERS] += info.events_lost
                 logger.error("worker %s lost in scan %s (config expired): %d events lost, "
                              "%d constraints rebound", name, scan.uuid, info.events_lost,
                              info.constraints_rebound)
@@ -455,6 +458,7 @@ class Controller:
                     due["check"] = now + s.check_interval
                     self._check_redis_restart()
                     self._check_workers()
+                    self._losses.update(loss_totals(self._configs().counters, self._counters()))
                 if now >= due["lock"]:
                     due["lock"] = now + s.lock_ttl / 3
                     self.lock.renew()
@@ -558,9 +562,12 @@ class Controller:
     def status(self) -> Status:
         cfg = self._configs()
         with self._lock:
+            counters = self._counters()
+            dropped = loss_totals(cfg.counters, counters)
             if self.scan is None:
-                return Status(components=cfg.counters, counters=self._counters())
-            return self.scan.status(cfg.counters, self._counters())
+                return Status(components=cfg.counters, counters=counters, dropped=dropped,
+                              dropped_total=sum(dropped.values()))
+            return self.scan.status(cfg.counters, counters, dropped)
 
     def _counters(self) -> dict[str, int]:
         return {**self.counters, "lock_lost": self.lock.lost}

@@ -106,6 +106,9 @@ class Status(BaseModel):
     reducer: ReducerStatus | None = None
     components: dict[str, dict[str, float]] = {}
     counters: dict[str, int] = {}
+    #: Data lost, summed over the live components by role and counter (``loss_totals``).
+    dropped: dict[str, int] = {}
+    dropped_total: int = 0
     recent_bindings: list[Binding] = []
     recent_events: list[RecentEvent] = []
 
@@ -399,7 +402,7 @@ class Scan:
                         total_events=self.seq.total_events, finished=self.finished)
 
     def status(self, components: dict[str, dict[str, float]],
-               counters: dict[str, int]) -> Status:
+               counters: dict[str, int], dropped: dict[str, int]) -> Status:
         workers = {
             name: WorkerStatus(
                 tags=t.tags, granted=t.granted, processed=t.processed, results=t.results,
@@ -417,7 +420,8 @@ class Scan:
             completed_events=self.completed_events(), total_events=self.seq.total_events,
             known_events=self.seq.known_events, batches=self.batches, workers=workers,
             lost_workers=dict(self.lost), reducer=reducer, components=components,
-            counters={**counters, **self.counters}, recent_bindings=self._binding_list(),
+            counters={**counters, **self.counters}, dropped=dropped,
+            dropped_total=sum(dropped.values()), recent_bindings=self._binding_list(),
             recent_events=self._recent_events())
 
     def _binding_list(self) -> list[Binding]:
@@ -465,3 +469,47 @@ def counters_of(raw: dict[str, Any]) -> dict[str, float]:
         if len(out) >= 64:
             break
     return out
+
+
+# === data loss ===
+
+#: Counters that count lost data (frames, events, batches or results), by the last part of
+#: their name: ``dropped_*`` everywhere, ``malformed*`` and ``undecodable*`` inputs.
+LOSS_PREFIXES = ("dropped", "malformed", "undecodable")
+#: The controller's counter of events held by workers that vanished (``lost_workers``).
+LOST_WITH_WORKERS = "events_lost_with_workers"
+
+
+def loss_totals(components: dict[str, dict[str, float]],
+                counters: dict[str, int]) -> dict[str, int]:
+    """Lost data summed by ``role.counter`` over the live components, plus the controller's.
+
+    ``components`` maps ``"role:name"`` to that component's counters (``counters_of``); a
+    component's counters count since it started and leave the sums when its config expires.
+    """
+    out: dict[str, int] = {}
+    for component, values in components.items():
+        role = component.split(":", 1)[0]
+        for key, value in values.items():
+            short = key.rsplit(".", 1)[-1]
+            if short.startswith(LOSS_PREFIXES):
+                name = f"{role}.{short}"
+                out[name] = out.get(name, 0) + int(value)
+    out[f"controller.{LOST_WITH_WORKERS}"] = counters.get(LOST_WITH_WORKERS, 0)
+    return out
+
+
+class LossLog:
+    """Logs every increase of a ``loss_totals`` entry (one error per counter and check)."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.seen: dict[str, int] = {}
+
+    def update(self, totals: dict[str, int]) -> None:
+        for name, value in totals.items():
+            before = self.seen.get(name, 0)
+            if value > before:
+                self.log.error("data lost: %s rose by %d to %d", name, value - before, value)
+            # a restarted component counts from 0 again: follow it down without a log
+            self.seen[name] = value

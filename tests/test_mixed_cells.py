@@ -127,9 +127,9 @@ def check_frame_logs(logs: dict[str, dict[str, I64]], kinds: dict[str, I64]) -> 
             f"{frame_of[row[sel][wrong[0]]]}")
 
     # the receivers of every cell
-    masks = np.zeros(n * len(STREAMS), dtype=np.int64)
-    np.bitwise_or.at(masks, cell, 1 << who)
-    masks = masks.reshape(n, len(STREAMS))
+    flat = np.zeros(n * len(STREAMS), dtype=np.int64)
+    np.bitwise_or.at(flat, cell, 1 << who)
+    masks = flat.reshape(n, len(STREAMS))
     for s, name in enumerate(STREAMS):
         k, m = kinds[name], masks[:, s]
         for kind, want in FIXED_MASK.items():
@@ -216,8 +216,9 @@ def test_the_check_catches_every_kind_of_misrouting() -> None:
     # a constraint split: w1 takes over the second frame of a group w0 holds
     split = {w: {k: v.copy() for k, v in log.items()} for w, log in good.items()}
     w0 = split["w0"]
-    groups = np.flatnonzero((w0["stream"] == 0) & (w0["event"] >= 1) & (w0["event"] <= 3000))
-    groups = [i for i in groups if kinds["a"][w0["event"][i] - 1] == GROUP]
+    candidates = np.flatnonzero((w0["stream"] == 0) & (w0["event"] >= 1)
+                                & (w0["event"] <= 3000))
+    groups = [i for i in candidates if kinds["a"][w0["event"][i] - 1] == GROUP]
     values = [constraint_values(kinds["a"])[w0["event"][i] - 1] for i in groups]
     i = next(groups[j + 1] for j in range(len(groups) - 1) if values[j] == values[j + 1])
     split["w1"] = {k: np.append(split["w1"][k], w0[k][i]) for k in w0}

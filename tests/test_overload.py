@@ -9,15 +9,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from dranspose_fast.controller_scan import LossLog, loss_totals
 from tests.ensemble import Ensemble, frame_logs, uniform, vw
 from tests.load_classes import END, HEADER
 from tests.stins_source import StinsSource
@@ -117,8 +121,7 @@ def test_slow_workers_push_back_to_the_source_and_nothing_is_lost(ens: Ensemble)
     assert in_flight * frame < 400 * MB, report
     assert sent > slowest - 400 * MB / frame * delay / len(workers), report
     # memory: far below the 1.3 GB that went through
-    for name, value in peak.items():
-        assert 0 < value < 400 * MB, report
+    assert all(0 < value < 400 * MB for value in peak.values()), report
 
 
 def test_a_vanished_worker_is_counted_reported_and_logged(ens: Ensemble) -> None:
@@ -156,8 +159,22 @@ def test_a_vanished_worker_is_counted_reported_and_logged(ens: Ensemble) -> None
 
         ens.wait("the ingester's drop count", counted, timeout=10)
         second = ens.get("/api/v1/status").json()
+        lost = first["lost_workers"]["w1"]
+        # the logs say so: the components' own messages and the controller's summary
+        wanted: dict[str, Callable[[str], bool]] = {
+            "controller": lambda m: "w1 lost" in m and f"{lost['events_lost']} events lost" in m,
+            "ingester": lambda m: "dropped" in m and "w1" in m and "data lost" not in m,
+            "summary of w1": lambda m: "data lost: controller.events_lost_with_workers" in m,
+            "summary of the ingester": lambda m: "data lost: ingester.dropped_for_abs" in m,
+        }
 
-    lost = first["lost_workers"]["w1"]
+        def logged() -> bool:
+            messages = [e["msg"] for e in ens.get("/api/v1/logs", params={"level": "ERROR"})
+                        .json()]
+            return all(any(test(m) for m in messages) for test in wanted.values())
+
+        ens.wait("the logs of the loss", logged, timeout=10)
+
     assert lost["events_lost"] > 0 and lost["events_lost"] == len(lost["lost_events"])
     # every event was processed by w0 or is accounted for in w1's deliveries
     w0 = logs["w0"]
@@ -165,7 +182,7 @@ def test_a_vanished_worker_is_counted_reported_and_logged(ens: Ensemble) -> None
             == w0["event"][(w0["event"] >= 1) & (w0["event"] <= n)] - 1).all()
     w0_events = set(w0["event"].tolist())
     assert len(w0_events) == len(w0["event"]) == first["workers"]["w0"]["processed"]
-    assert w0_events.isdisjoint(lost["lost_events"])
+    assert w0_events.isdisjoint(e for e in lost["lost_events"] if 1 <= e <= n)
     assert len(w0_events) + lost["deliveries"] == n + 4  # wraps went to both
     # the status sums the loss: the events w1 held (controller), what the ingester dropped
     dropped = second["dropped"]
@@ -173,9 +190,31 @@ def test_a_vanished_worker_is_counted_reported_and_logged(ens: Ensemble) -> None
     assert 0 < dropped["ingester.dropped_for_absent_workers"] <= lost["events_lost"]
     assert second["dropped_total"] == sum(dropped.values())
     assert second["counters"]["workers_lost"] == 1
-    # and the logs say so: the component's own message and the controller's summary
-    messages = [e["msg"] for e in ens.get("/api/v1/logs", params={"level": "ERROR"}).json()]
-    assert any("w1 lost" in m and f"{lost['events_lost']} events lost" in m for m in messages)
-    assert any("data lost: controller.events_lost_with_workers" in m for m in messages)
-    assert any("data lost: ingester.dropped_for_absent_workers" in m for m in messages)
-    assert any("dropped" in m and "w1" in m and "data lost" not in m for m in messages), messages
+
+
+def test_loss_totals_sum_every_loss_counter_by_role(caplog: pytest.LogCaptureFixture) -> None:
+    components: dict[str, dict[str, float]] = {
+        "ingester:a": {"counters.dropped_for_absent_workers": 3, "counters.malformed": 1,
+                       "counters.forwarded": 100, "counters.discarded_by_map": 7},
+        "ingester:b": {"counters.dropped_for_absent_workers": 2, "counters.malformed": 0},
+        "worker:w0": {"dropped_old_scan": 4, "malformed_batches": 1, "processed_events": 9},
+        "reducer:reducer": {"undecodable_results": 5, "dropped_held_overflow": 0,
+                            "results": 50},
+    }
+    totals = loss_totals(components, {"events_lost_with_workers": 6, "workers_lost": 1})
+    assert totals == {
+        "ingester.dropped_for_absent_workers": 5, "ingester.malformed": 1,
+        "worker.dropped_old_scan": 4, "worker.malformed_batches": 1,
+        "reducer.undecodable_results": 5, "reducer.dropped_held_overflow": 0,
+        "controller.events_lost_with_workers": 6,
+    }
+    log = LossLog(logging.getLogger("test.losses"))
+    with caplog.at_level(logging.ERROR, "test.losses"):
+        log.update(totals)
+        log.update(totals)  # no change: nothing new to say
+        log.update({**totals, "ingester.malformed": 0})  # a restarted ingester counts from 0
+        log.update({**totals, "ingester.malformed": 2})
+    messages = [r.getMessage() for r in caplog.records]
+    assert sorted(messages[:6]) == sorted(
+        f"data lost: {k} rose by {v} to {v}" for k, v in totals.items() if v)
+    assert messages[6:] == ["data lost: ingester.malformed rose by 2 to 2"]
