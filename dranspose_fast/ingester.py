@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import redis
 import zmq
@@ -60,8 +60,9 @@ from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Key
 from dranspose_fast.settings import IngesterSettings
 
 __all__ = [
-    "GeneratorSource", "Ingester", "IngesterCounters", "IngesterSettings", "IngesterStatus",
-    "IsSoftwareTriggered", "UpstreamSettings", "UpstreamSource",
+    "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "GeneratorSource", "Ingester",
+    "IngesterCounters", "IngesterSettings", "IngesterStatus", "IsSoftwareTriggered",
+    "UpstreamSettings", "UpstreamSource", "hwm_messages",
 ]
 
 
@@ -92,15 +93,40 @@ class IngesterStatus(IngesterState):
     counters: IngesterCounters = Field(default_factory=IngesterCounters)
 
 
+#: Default expected size of one upstream message (``UPSTREAM_FRAME_BYTES``): sized for large
+#: detector images, so the buffers stay bounded in bytes whatever the detector sends.
+DEFAULT_FRAME_BYTES: Final[int] = 1 << 20
+#: Default bytes ZeroMQ may buffer per socket and peer (``UPSTREAM_BUFFER_BYTES``).
+DEFAULT_BUFFER_BYTES: Final[int] = 256 << 20
+#: Bounds of a high-water mark derived from the two (in messages).
+MIN_HWM: Final[int] = 16
+MAX_HWM: Final[int] = 100_000
+
+
+def hwm_messages(buffer_bytes: int, frame_bytes: int) -> int:
+    """A ZeroMQ high-water mark (messages) that holds about ``buffer_bytes`` of such frames."""
+    return max(MIN_HWM, min(MAX_HWM, buffer_bytes // max(1, frame_bytes)))
+
+
 class UpstreamSettings(IngesterSettings):
     """Settings of an ingester that reads ZeroMQ upstreams (``UPSTREAM_URL``, ``UPSTREAM_URLS``).
 
     ``upstream_urls`` (JSON ``{stream: url}``) gives each stream its own upstream; streams not
-    listed use ``upstream_url``.
+    listed use ``upstream_url``.  ``upstream_buffer_bytes`` / ``upstream_frame_bytes`` size the
+    receive high-water mark of each upstream socket and the send high-water mark towards each
+    worker: ZeroMQ buffers about that many bytes, then pushes back to the detector (nothing
+    is dropped).  Defaults: 256 MiB of 1 MiB frames = 256 messages.
     """
 
     upstream_url: ZmqUrl | None = None
     upstream_urls: dict[StreamName, ZmqUrl] = {}
+    upstream_frame_bytes: int = Field(DEFAULT_FRAME_BYTES, gt=0)
+    upstream_buffer_bytes: int = Field(DEFAULT_BUFFER_BYTES, gt=0)
+
+    @property
+    def hwm(self) -> int:
+        """The high-water mark in messages these settings ask for."""
+        return hwm_messages(self.upstream_buffer_bytes, self.upstream_frame_bytes)
 
     @model_validator(mode="after")
     def _every_stream_has_a_url(self) -> UpstreamSettings:
@@ -188,6 +214,7 @@ class Ingester(Service):
         router = self.zmq_context.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
+        router.setsockopt(zmq.SNDHWM, self._router_hwm())
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 300)
         router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 300)
@@ -204,6 +231,12 @@ class Ingester(Service):
         self.start_background()
         self._spawn(self._read_assignments, "assignments")
         self.log.info("ingester %s serving streams %s on %s", self.state.name, self.streams, url)
+
+    def _router_hwm(self) -> int:
+        cfg = self._ingester_settings
+        if isinstance(cfg, UpstreamSettings):
+            return cfg.hwm
+        return hwm_messages(DEFAULT_BUFFER_BYTES, DEFAULT_FRAME_BYTES)
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or ``stop_event``), then ``close()``."""
@@ -443,7 +476,7 @@ class Ingester(Service):
         self.log.info("scan %s finished (%s)", mapping_uuid, reason)
 
     def _close_scan(self, scan: Scan, reason: str) -> None:
-        unrouted = sum(len(pb.rows) - pb.pos for pb in scan.pending)
+        unrouted = sum(pb.remaining() for pb in scan.pending)
         if unrouted:
             self.log.warning("scan %s: %d assigned events were never routed (%s)",
                              scan.uuid, unrouted, reason)
@@ -482,7 +515,7 @@ class Ingester(Service):
         if skip >= batch.count:
             return
         pb = PendingBatch(batch, scan.own_cols, skip)
-        if not pb.rows:
+        if not pb.remaining():
             return
         for k, (_col, src) in enumerate(scan.sources):
             if isinstance(src, GeneratorSource):

@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import zmq
 
-from dranspose_fast import dataplane
+from dranspose_fast import _route, dataplane
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.event import StreamData, _make_internal, _make_stream_data
-from dranspose_fast.ingester_sources import Counters, Source, log_sparsely
+from dranspose_fast.ingester_sources import Counters, Source, UpstreamSource, log_sparsely
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.protocol_redis import AssignmentBatch
 
@@ -36,29 +37,60 @@ MAX_QUEUED_EVENTS: Final[int] = 1 << 16
 #: Rows routed per round before the batches are sent (bounds latency and memory per round).
 MAX_ROWS_PER_ROUND: Final[int] = 1024
 
+_meta_encoder = msgspec.msgpack.Encoder()
+
 
 # === Assignments ===
 
 
 class PendingBatch:
-    """The rows of one assignment batch where at least one of our streams has a frame."""
+    """One assignment batch restricted to this ingester's streams; ``pos`` is the next row.
 
-    __slots__ = ("_names", "first", "masks", "pos", "present", "rows", "workers")
+    ``present``/``masks`` stay C-contiguous arrays for the compiled router; the generic router
+    reads Python lists made on first use.
+    """
+
+    __slots__ = ("_lists", "_names", "_rowcum", "cum", "first", "masks", "nrows", "pos",
+                 "present", "valid", "workers")
 
     def __init__(self, batch: AssignmentBatch, own_cols: list[int], skip: int = 0) -> None:
-        present = batch.present[skip:, own_cols]
-        masks = batch.masks[skip:, own_cols]
+        self.present = np.ascontiguousarray(batch.present[skip:, own_cols], dtype=np.uint8)
+        self.masks = np.ascontiguousarray(batch.masks[skip:, own_cols], dtype=np.uint64)
         self.first = batch.first_event + skip
-        self.rows: list[int] = np.flatnonzero(present.any(axis=1)).tolist()
-        self.present: list[list[int]] = present.tolist()
-        self.masks: list[list[int]] = masks.tolist()
+        self.nrows = int(self.present.shape[0])
+        cells = self.present != 0
+        #: cum[r, k]: cells of stream k in rows before r; _rowcum[r]: rows with a cell before r.
+        self.cum = np.zeros((self.nrows + 1, cells.shape[1]), np.int64)
+        np.cumsum(cells, axis=0, out=self.cum[1:])
+        self._rowcum = np.zeros(self.nrows + 1, np.int64)
+        np.cumsum(cells.any(axis=1), out=self._rowcum[1:])
         self.workers = batch.workers
+        #: Bit w set when slot w names a worker (other bits in a mask are a bad batch).
+        self.valid = sum(1 << w for w, name in enumerate(batch.workers[:64]) if name)
         self.pos = 0
         self._names: dict[int, tuple[str, ...]] = {0: ()}
+        self._lists: tuple[list[list[int]], list[list[int]]] | None = None
+
+    def remaining(self) -> int:
+        """Rows from ``pos`` on with at least one of our cells."""
+        return int(self._rowcum[-1] - self._rowcum[self.pos])
 
     def cells(self, column: int) -> int:
         """How many rows have a frame of our ``column``-th stream."""
-        return sum(self.present[r][column] != 0 for r in self.rows)
+        return int(self.cum[-1, column] - self.cum[self.pos, column])
+
+    def need(self, rows: int) -> list[int]:
+        """Per stream, the messages the next ``rows`` rows with a cell take."""
+        base = self._rowcum[self.pos]
+        end = int(np.searchsorted(self._rowcum, base + rows, side="left"))
+        end = min(end, self.nrows)
+        return (self.cum[end] - self.cum[self.pos]).tolist()  # type: ignore[no-any-return]
+
+    def lists(self) -> tuple[list[list[int]], list[list[int]]]:
+        """``present`` and ``masks`` as nested lists (for the generic router)."""
+        if self._lists is None:
+            self._lists = (self.present.tolist(), self.masks.tolist())
+        return self._lists
 
     def names(self, mask: int) -> tuple[str, ...] | None:
         """Worker names of a mask; ``None`` if a bit names no worker slot (bad batch)."""
@@ -89,10 +121,25 @@ class Scan:
         self.dumper: DumpWriter | None = None
         self.software_trigger: Iterator[Mapping[str, StreamData]] | None = None
         self.finished = False
+        #: Per stream, the next message position handed to the compiled router.
+        self.taken = np.zeros(len(sources), np.intp)
+        #: The ``meta`` frame of every event batch: all our streams, by source index.
+        self.meta = _meta_encoder.encode([(src.stream, _typ(src)) for _col, src in sources])
+        self._upstreams = [src for _col, src in sources if isinstance(src, UpstreamSource)]
 
     @property
     def own_cols(self) -> list[int]:
         return [col for col, _src in self.sources]
+
+    def upstreams(self) -> list[UpstreamSource] | None:
+        """The sources if every one is read by the data loop itself, else ``None``."""
+        if self.sources and len(self._upstreams) == len(self.sources):
+            return self._upstreams
+        return None
+
+
+def _typ(src: Source) -> str:
+    return src.typ if isinstance(src, UpstreamSource) else ""
 
 
 # === Workers ===
@@ -117,15 +164,18 @@ class WorkerLinks:
 
     def send(self, name: str, events: list[dataplane.PartialEvent]) -> None:
         """Send one packed batch to ``name``, or queue it behind earlier ones."""
-        frames = dataplane.encode_events(events)
+        self.send_frames(name, dataplane.encode_events(events), len(events))
+
+    def send_frames(self, name: str, frames: list[Any], nevents: int) -> None:
+        """Send an encoded batch of ``nevents`` events to ``name`` (or queue it)."""
         queue = self.queues.get(name)
         if queue is None and self._try(name, frames):
             return
         if queue is None:
             queue = self.queues[name] = deque()
             self.log.info("worker %s is not reachable; queueing its batches", name)
-        queue.append((frames, len(events)))
-        self.queued_events += len(events)
+        queue.append((frames, nevents))
+        self.queued_events += nevents
         self._bound(name, queue)
         self.flush(name)
 
@@ -209,6 +259,70 @@ def route(
     Every message taken goes to the workers in its cell's mask (or nowhere: discarded by the
     map); each worker gets one packed batch for the round.
     """
+    if scan.dumper is None and scan.software_trigger is None:
+        upstreams = scan.upstreams()
+        if upstreams is not None:
+            return route_compiled(scan, upstreams, links, counters, log, max_rows)
+    return route_generic(scan, links, counters, log, max_rows)
+
+
+def route_compiled(
+    scan: Scan,
+    upstreams: list[UpstreamSource],
+    links: WorkerLinks,
+    counters: Counters,
+    log: logging.Logger,
+    max_rows: int = MAX_ROWS_PER_ROUND,
+) -> int:
+    """The fast path: drain what the rows need, then route and pack in one compiled step.
+
+    Used when every stream is read by the data loop itself and nothing needs the events as
+    objects (no dump, no software trigger).  Python runs per batch, not per row or frame.
+    """
+    pending = scan.pending
+    taken = scan.taken
+    messages = [src.msgs for src in upstreams]
+    routed = 0
+    while pending and routed < max_rows:
+        pb = pending[0]
+        for k, n in enumerate(pb.need(max_rows - routed)):
+            src = upstreams[k]
+            if n > src.available:
+                src.fill(n)
+            taken[k] = src.head
+        pos, nrouted, forwarded, discarded, bad, first_bad, batches = _route.route_pack(
+            pb.present, pb.masks, pb.pos, max_rows - routed, pb.first, messages, taken,
+            pb.valid, dataplane.ZERO_COPY_THRESHOLD)
+        for k, src in enumerate(upstreams):
+            src.consumed(int(taken[k]))
+        pb.pos = pos
+        routed += nrouted
+        counters.events_routed += nrouted
+        counters.forwarded += forwarded
+        counters.discarded_by_map += discarded
+        if bad:
+            counters.bad_assignments += bad
+            log.error("%d frames discarded from event %d on: their masks name a free worker "
+                      "slot", bad, first_bad)
+        meta = scan.meta
+        workers = pb.workers
+        for slot, index, payload, externals, nevents in batches:
+            links.send_frames(workers[slot], [dataplane.EVENTS, meta, index, payload,
+                                              *externals], nevents)
+        if pos < pb.nrows:
+            break  # a message has not arrived yet
+        pending.popleft()
+    return routed
+
+
+def route_generic(
+    scan: Scan,
+    links: WorkerLinks,
+    counters: Counters,
+    log: logging.Logger,
+    max_rows: int = MAX_ROWS_PER_ROUND,
+) -> int:
+    """Row by row in Python: user sources, software triggers and dumps need event objects."""
     out: dict[str, list[dataplane.PartialEvent]] = {}
     sources = scan.sources
     pending = scan.pending
@@ -216,12 +330,19 @@ def route(
     routed = 0
     while pending and routed < max_rows:
         pb = pending[0]
-        r = pb.rows[pb.pos]
-        prow = pb.present[r]
+        if pb.pos >= pb.nrows:
+            pending.popleft()
+            continue
+        r = pb.pos
+        present, masks = pb.lists()
+        prow = present[r]
+        if not any(prow):
+            pb.pos += 1
+            continue
         if not all(src.ready() for k, (_col, src) in enumerate(sources) if prow[k]):
             break  # never hold frames back: what is ready is sent below
         evn = pb.first + r
-        mrow = pb.masks[r]
+        mrow = masks[r]
         streams: dict[StreamName, StreamData] = {}
         placeholders = False
         for k, (_col, src) in enumerate(sources):
@@ -261,7 +382,7 @@ def route(
         counters.events_routed += 1
         routed += 1
         pb.pos += 1
-        if pb.pos == len(pb.rows):
+        if pb.pos == pb.nrows:
             pending.popleft()
     for name, events in out.items():
         links.send(name, events)

@@ -121,6 +121,8 @@ class Source(Protocol):
 class UpstreamSource:
     """One stream's upstream ZeroMQ socket, read by the data loop itself.
 
+    Received messages wait in ``msgs`` from index ``head`` on: ``take`` hands out one at a
+    time (the generic router), the compiled router consumes many and calls ``consumed``.
     Subclasses set ``typ`` and ``series`` and override ``classify``.
     """
 
@@ -137,6 +139,7 @@ class UpstreamSource:
         log: logging.Logger,
         socket_type: int = zmq.PULL,
         subscribe: bytes = b"",
+        rcvhwm: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.stream = stream
@@ -145,8 +148,12 @@ class UpstreamSource:
         self.log = log
         self.socket_type = socket_type
         self.subscribe = subscribe
+        #: ZeroMQ receive high-water mark in messages (``None``: libzmq's default).
+        self.rcvhwm = rcvhwm
         self.socket: zmq.Socket[Any] | None = None
-        self.held: list[zmq.Frame] | None = None
+        #: Messages received for the scan; ``msgs[head:]`` are not routed yet.
+        self.msgs: list[list[zmq.Frame]] = []
+        self.head = 0
         self.phase = OUTSIDE
 
     def classify(self, frames: list[zmq.Frame]) -> int:
@@ -155,6 +162,8 @@ class UpstreamSource:
 
     def open(self) -> None:
         sock = self.ctx.socket(self.socket_type)
+        if self.rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
         if self.socket_type == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, self.subscribe)
         sock.connect(self.url)
@@ -178,67 +187,102 @@ class UpstreamSource:
         self._drop_held()
         self.phase = OUTSIDE
 
+    @property
+    def available(self) -> int:
+        """Messages received and not routed yet."""
+        return len(self.msgs) - self.head
+
     def wants_poll(self, rows_pending: bool) -> bool:
         """Register in the poller: to drain outside a series, or when a row waits for data."""
-        if self.socket is None or self.held is not None:
+        if self.socket is None or self.head < len(self.msgs):
             return False
         return self.phase != RUNNING or rows_pending
 
     def ready(self) -> bool:
-        if self.held is None:
-            self.fill()
-        return self.held is not None
+        if self.head == len(self.msgs):
+            self.fill(1)
+        return self.head < len(self.msgs)
 
     def take(self) -> StreamData | None:
-        frames = self.held
-        if frames is None:
+        if self.head == len(self.msgs):
             raise RuntimeError(f"stream {self.stream}: take() without a ready message")
-        self.held = None
+        frames = self.msgs[self.head]
+        self.consumed(self.head + 1)
         return _make_stream_data(self.typ, frames)
 
-    def fill(self, limit: int = DRAIN_LIMIT) -> None:
-        """Receive until a message is held for the scan or nothing more is ready."""
+    def consumed(self, head: int) -> None:
+        """Messages before ``head`` are routed: let them go."""
+        if head >= len(self.msgs):
+            self.msgs.clear()
+            self.head = 0
+        elif head >= 256:  # compact now and then, not per message
+            del self.msgs[:head]
+            self.head = 0
+        else:
+            self.head = head
+
+    def fill(self, want: int = 1, limit: int = DRAIN_LIMIT) -> None:
+        """Receive until ``want`` messages wait for routing or nothing more is ready.
+
+        Outside a series (and before its start) messages are drained and counted, at most
+        ``limit`` per call; inside it only what the assigned rows need is read, so ZeroMQ
+        keeps the rest (its high-water mark pushes back upstream).
+        """
         sock = self.socket
         if sock is None:
             return
         counters = self.counters
-        for _ in range(limit):
-            if self.held is not None:
-                return
+        msgs = self.msgs
+        missing = want - (len(msgs) - self.head)
+        drained = 0
+        recv = sock.recv_multipart
+        classify = self.classify
+        while missing > 0 and drained < limit:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            kind = self.classify(frames)
-            if kind == MALFORMED:
-                counters.malformed += 1
-                log_sparsely(self.log, counters.malformed,
-                             "stream %s: dropped a malformed upstream message", self.stream)
-                continue
+            kind = classify(frames)
             phase = self.phase
             if phase == RUNNING:
+                if kind == DATA or (kind == END and self.series):
+                    msgs.append(frames)
+                    missing -= 1
+                    if kind == END:
+                        self.phase = DONE
+                        return  # what follows belongs to no scan: the next fill drains it
+                    continue
                 if kind == START and self.series:
                     counters.malformed += 1
                     log_sparsely(self.log, counters.malformed,
                                  "stream %s: dropped a start message inside a running series",
                                  self.stream)
                     continue
-                self.held = frames
-                if kind == END and self.series:
-                    self.phase = DONE
-                return
+                if kind != MALFORMED:  # START/END of a protocol without series: data
+                    msgs.append(frames)
+                    missing -= 1
+                    continue
+            if kind == MALFORMED:
+                counters.malformed += 1
+                log_sparsely(self.log, counters.malformed,
+                             "stream %s: dropped a malformed upstream message", self.stream)
+                continue
             if phase == WAIT_START and kind == START:
-                self.held = frames
+                msgs.append(frames)
+                missing -= 1
                 self.phase = RUNNING
                 self.log.info("stream %s: start of a series", self.stream)
-                return
+                continue
+            drained += 1
             counters.discarded_outside_scan += 1
             self.log.debug("stream %s: discarded a message outside the scan", self.stream)
 
     def _drop_held(self) -> None:
-        if self.held is not None:
-            self.held = None
-            self.counters.discarded_outside_scan += 1
+        n = len(self.msgs) - self.head
+        self.msgs.clear()
+        self.head = 0
+        if n:
+            self.counters.discarded_outside_scan += n
 
 
 # === Wake-ups and user sources (the extension API) ===

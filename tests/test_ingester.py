@@ -575,3 +575,68 @@ def test_redis_restart_ends_the_scan(redis_server: Any) -> None:
         wait_for(lambda: h.config(ing) is not None, what="config republished")
     finally:
         h.close()
+
+
+# === buffers sized in bytes, back-pressure ===
+
+
+def test_high_water_marks_are_sized_in_bytes(harness: Harness) -> None:
+    src = harness.stins()
+    ing = harness.ingester(ZmqPullSingleIngester, ["eiger"], upstream_url=src.url,
+                           upstream_frame_bytes=64 << 10, upstream_buffer_bytes=2 << 20)
+    harness.start_scan(["eiger"], ing)
+    upstream = wait_for(lambda: ing._upstreams.get(StreamName("eiger")), what="upstream")
+    assert upstream.socket.getsockopt(zmq.RCVHWM) == 32  # 2 MiB of 64 KiB frames
+    assert ing._router is not None and ing._router.getsockopt(zmq.SNDHWM) == 32
+    default = harness.settings(ZmqPullSingleIngester, ["x"], upstream_url=src.url)
+    assert default.hwm == 256  # 256 MiB of 1 MiB frames
+    tiny = harness.settings(ZmqPullSingleIngester, ["x"], upstream_url=src.url,
+                            upstream_frame_bytes=1 << 30, upstream_buffer_bytes=1)
+    assert tiny.hwm == 16  # never below the floor
+
+
+def test_back_pressure_reaches_the_source_and_nothing_is_lost(harness: Harness) -> None:
+    """Without assigned rows the ingester reads nothing: the source's sends block."""
+    frame = 64 << 10
+    n = 2000  # 128 MiB: far more than the HWMs and the loopback TCP buffers hold
+    port = free_port()
+    push = harness.ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 4)
+    push.bind(f"tcp://127.0.0.1:{port}")
+    ing = harness.ingester(ZmqPullSingleIngester, ["eiger"],
+                           upstream_url=f"tcp://127.0.0.1:{port}",
+                           upstream_frame_bytes=frame, upstream_buffer_bytes=1 << 20)
+    w0 = harness.worker("w0", ing)
+    uid = harness.start_scan(["eiger"], ing)
+    image = np.arange(frame, dtype=np.uint8)
+
+    def message(i: int) -> list[bytes]:
+        head = {"htype": "image", "frame": i, "shape": [frame], "type": "uint8"}
+        return [json.dumps(head).encode(), (image + i % 251).tobytes()]
+
+    push.send_multipart([json.dumps({"htype": "header"}).encode()])
+    sent = 0
+    deadline = time.monotonic() + 3.0
+    while sent < n and time.monotonic() < deadline:
+        try:
+            push.send_multipart(message(sent), zmq.NOBLOCK)
+            sent += 1
+        except zmq.Again:
+            time.sleep(0.01)
+    assert sent < n // 2, f"the source was never held back ({sent} sent)"
+    counters = ing.counter_values()
+    assert counters.discarded_outside_scan == 0 and counters.malformed == 0
+    harness.assign(uid, 0, [[1]] * (n + 2), ["w0"])
+    while sent < n:
+        push.send_multipart(message(sent))
+        sent += 1
+    push.send_multipart([json.dumps({"htype": "series_end"}).encode()])
+    got = w0.receive(n + 2, timeout=60)
+    assert [e for e, _ in got] == list(range(n + 2))
+    for evn in (1, n // 2, n):
+        head = stins_header(got[evn][1]["eiger"])
+        assert head["frame"] == evn - 1
+        assert as_bytes(got[evn][1]["eiger"].frames[1]) == message(evn - 1)[1]
+    counters = ing.counter_values()
+    assert counters.forwarded == n + 2 and counters.dropped_for_absent_workers == 0
+    push.close(linger=0)

@@ -48,7 +48,7 @@ class MultipartIngester(Ingester):
         cfg = self._multipart_settings
         src = UpstreamSource(self.zmq_context, stream, cfg.url_of(stream), self.counters,
                              self.log, _SOCKET_TYPES[cfg.upstream_socket],
-                             cfg.subscribe.encode())
+                             cfg.subscribe.encode(), rcvhwm=cfg.hwm)
         src.typ = cfg.stream_typ
         return src
 
@@ -58,6 +58,7 @@ class MultipartIngester(Ingester):
         """Every message as one ``StreamData`` (the generator path, for subclasses)."""
         cfg = self._multipart_settings
         sock = self.ctx.socket(_SOCKET_TYPES[cfg.upstream_socket])
+        sock.setsockopt(zmq.RCVHWM, cfg.hwm)
         if cfg.upstream_socket == "SUB":
             sock.setsockopt(zmq.SUBSCRIBE, cfg.subscribe.encode())
         sock.connect(cfg.url_of(stream))
