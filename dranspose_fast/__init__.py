@@ -11,7 +11,9 @@ import importlib.util
 __version__ = "0.1.0"
 
 # The compiled core.  Importing from a checkout that was never built must say how to fix it.
-_EXTENSIONS: tuple[str, ...] = ("_batch", "_binding", "_cborscan", "_stins", "_triggermap")
+_EXTENSIONS: tuple[str, ...] = (
+    "_assemble", "_batch", "_binding", "_cborscan", "_route", "_stins", "_triggermap",
+)
 
 for _ext in _EXTENSIONS:
     if importlib.util.find_spec(f"dranspose_fast.{_ext}") is None:

@@ -12,6 +12,9 @@ A result message is ``dataplane.encode_results(...)`` plus a fifth frame: the 16
 the mapping uuid the worker produced it for (see ``worker_service``). Results of an earlier
 scan are dropped and counted; results of a scan the reducer has not heard of yet (a worker
 that switched first) are held, bounded, until the update arrives.
+
+The objects that exist at start (imports, the user's class) are exempted from the cyclic
+collector (``gc.freeze``), so full collections of that heap do not pause the result loop.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dranspose_fast.usercode import (
     decode_payload,
     describe,
 )
+from dranspose_fast.worker_parts import settle_heap
 
 __all__ = ["HttpThread", "Reducer", "ReducerServiceState", "create_app", "run"]
 
@@ -74,6 +78,7 @@ class ReducerServiceState(ReducerState):
     dropped_old_scan: int = 0
     held_results: int = 0
     dropped_held_overflow: int = 0
+    result_messages: int = 0
     class_errors: int = 0
     class_error: str | None = None
 
@@ -127,6 +132,7 @@ class Reducer(Service):
         self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0}
         self._dirty = False
         self._last_reduced = 0.0
+        self._messages = 0
         self._closed = False
         self.log.info("created reducer with state %s", self.state)
 
@@ -147,6 +153,7 @@ class Reducer(Service):
     def start(self) -> None:
         """Start the config, updates and result-loop threads (``close()`` stops them)."""
         self.start_background()
+        settle_heap()
         self._spawn(self._loop, "results")
 
     def get_data(self) -> tuple[Any, AbstractContextManager[Any]]:
@@ -251,7 +258,8 @@ class Reducer(Service):
         host = self.host
         if host is not None:
             host.finish()
-        self.log.info("reducer: finished scan %s", self._scan_uuid)
+        self.log.info("reducer: finished scan %s after %d result messages so far",
+                      self._scan_uuid, self._messages)
 
     # === results (loop thread) ===
 
@@ -267,6 +275,7 @@ class Reducer(Service):
                     except zmq.Again:
                         break
                     got = True
+                    self._messages += 1
                     self._on_message(frames)
             if self._dirty and (
                 not got or time.monotonic() - self._last_reduced >= REDUCED_INTERVAL
@@ -351,6 +360,7 @@ class Reducer(Service):
             st.dropped_old_scan = self._counts["old"]
             st.held_results = self._nheld
             st.dropped_held_overflow = self._counts["overflow"]
+            st.result_messages = self._messages
         super().publish_config()
 
 

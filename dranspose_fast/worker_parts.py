@@ -7,21 +7,25 @@ wires them to ZeroMQ and Redis; here they are plain objects, tested on their own
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Sequence
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import redis
 
-from dranspose_fast.event import StreamData
+from dranspose_fast import _assemble
+from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
 from dranspose_fast.protocol_redis import AssignmentBatch, Keys
-from dranspose_fast.usercode import TickClock
+from dranspose_fast.usercode import TickClock, WorkerHost
 
 __all__ = [
-    "Assembler", "NoClass", "PartialEvent", "RedisTickClock", "WorkerServiceState", "events_for",
-    "read_ingesters", "read_reducer",
+    "Assembler", "NoClass", "PartialEvent", "RedisTickClock", "ScanState", "ServiceCounters",
+    "WorkerServiceState", "events_for",
+    "read_ingesters", "read_reducer", "settle_heap",
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
@@ -42,6 +46,20 @@ class WorkerServiceState(WorkerState):
     ingester_reconnects: int = 0
     results_queued: int = 0
     waiting_events: int = 0
+    event_batches: int = 0
+    result_messages: int = 0
+    credit_failures: int = 0
+
+
+def settle_heap() -> None:
+    """Collect garbage, then exempt every surviving object from later collections.
+
+    Called once when a service starts: the full collections of its large heap (imports,
+    the user's class) would otherwise stall the data path every so often.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class NoClass:
@@ -51,59 +69,70 @@ class NoClass:
         return None
 
 
-
 class Assembler:
-    """Merges partial events once the assignment says how many streams each event has."""
+    """Merges partial events once the assignment says how many streams each event has.
+
+    The merge and the construction of each complete ``EventData`` run compiled
+    (``_assemble``); this class holds the state and the counters.
+    """
 
     def __init__(self) -> None:
         self.expected: dict[int, int] = {}
         self.pending: dict[int, dict[str, StreamData]] = {}
         self.duplicates = 0
 
-    def expect(self, events: Sequence[int], counts: Sequence[int]) -> list[PartialEvent]:
+    def expect(self, events: list[int], counts: list[int]) -> list[EventData]:
         """Record assignments; return the events whose data had already arrived in full."""
-        ready: list[PartialEvent] = []
-        pending = self.pending
-        for evn, count in zip(events, counts, strict=True):
-            have = pending.get(evn)
-            if have is not None and len(have) >= count:
-                del pending[evn]
-                ready.append((evn, have))
-            else:
-                self.expected[evn] = count
+        ready: list[EventData] = []
+        _assemble.expect(events, counts, self.expected, self.pending, ready)
         return ready
 
-    def add(self, events: Sequence[PartialEvent]) -> list[PartialEvent]:
+    def add(self, events: list[PartialEvent]) -> list[EventData]:
         """Add received partial events; return those now complete, in arrival order."""
-        ready: list[PartialEvent] = []
-        expected = self.expected
-        pending = self.pending
-        for evn, streams in events:
-            have = pending.get(evn)
-            if have is None:
-                count = expected.get(evn)
-                if count is not None and len(streams) >= count:
-                    del expected[evn]  # the common case: one ingester, nothing buffered
-                    ready.append((evn, streams))
-                else:
-                    pending[evn] = streams
-                continue
-            for name, data in streams.items():
-                if name in have:
-                    self.duplicates += 1
-                else:
-                    have[name] = data
-            count = expected.get(evn)
-            if count is not None and len(have) >= count:
-                del expected[evn]
-                del pending[evn]
-                ready.append((evn, have))
+        ready: list[EventData] = []
+        self.duplicates += _assemble.add(events, self.expected, self.pending, ready)
         return ready
 
     @property
     def waiting(self) -> int:
         """Events assigned or partly received but not complete."""
         return len(self.expected) + len(self.pending)
+
+
+@dataclass
+class ServiceCounters:
+    """A worker's counters across scans (published in its config)."""
+
+    processed: int = 0
+    results: int = 0
+    errors_done: int = 0  # user errors of ended scans
+    malformed: int = 0
+    old_scan: int = 0
+    bad_assignments: int = 0
+    bad_configs: int = 0
+    duplicates_done: int = 0
+    batches: int = 0
+    result_messages: int = 0
+
+
+@dataclass
+class ScanState:
+    """What a worker holds for the scan it is in; owned by the data thread."""
+
+    uuid: uuid.UUID
+    host: WorkerHost
+    phash: str
+    credit_key: str
+    sync_deadline: float
+    assembler: Assembler = field(default_factory=Assembler)
+    syncing: bool = True
+    finished: bool = False
+    initial_granted: bool = False
+    ungranted: int = 0
+    first_ungranted: float = 0.0
+    processed: int = 0
+    results: int = 0
+    out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
 
 
 class RedisTickClock(TickClock):

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic_core import Url
 
 from dranspose_fast import dataplane
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import EventData, StreamData, _make_stream_data
 from dranspose_fast.parameters import StrParameter
 from dranspose_fast.protocol import IngesterState, ReducerState
 from dranspose_fast.protocol_redis import (
@@ -288,10 +288,11 @@ def test_assembler_waits_for_every_stream_whichever_comes_first() -> None:
     assert asm.add([(1, {"a": stream(b"a1")})]) == []  # data before its assignment
     assert asm.expect([0, 1], [1, 2]) == []
     done = asm.add([(0, {"a": stream(b"a0")}), (1, {"b": stream(b"b1")})])
-    assert [(evn, sorted(s)) for evn, s in done] == [(0, ["a"]), (1, ["a", "b"])]
+    assert [(e.event_number, sorted(e.streams)) for e in done] == [(0, ["a"]), (1, ["a", "b"])]
+    assert all(isinstance(e, EventData) for e in done)
     assert asm.add([(2, {"a": stream(b"a2")}), (2, {"a": stream(b"again")})]) == []
     assert asm.duplicates == 1
-    assert [evn for evn, _ in asm.expect([2], [1])] == [2]
+    assert [e.event_number for e in asm.expect([2], [1])] == [2]
     assert asm.waiting == 0
 
 
@@ -309,13 +310,14 @@ def test_assembler_completes_each_event_once_in_any_arrival_order(
     ]
     queues.append([("assign", (evn, len(streams))) for evn, streams in enumerate(layout)])
     asm = Assembler()
-    done: list[tuple[int, dict[str, StreamData]]] = []
+    done: list[EventData] = []
     while any(queues):
         q = rnd.choice([q for q in queues if q])
         kind, item = q.pop(0)
         done += asm.add([item]) if kind == "data" else asm.expect([item[0]], [item[1]])
-    assert sorted(evn for evn, _ in done) == list(range(len(layout)))
-    for evn, streams in done:
+    assert sorted(e.event_number for e in done) == list(range(len(layout)))
+    for e in done:
+        evn, streams = e.event_number, e.streams
         assert set(streams) == layout[evn]
         assert all(streams[s].frames == [f"{s}{evn}".encode()] for s in streams)
     assert asm.waiting == 0
