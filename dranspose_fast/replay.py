@@ -233,7 +233,7 @@ def replay(
     if port is not None:
         from dranspose_fast.api.replay_app import ReplayServer
 
-        server = ReplayServer(reducer, parameters, describe(workercls, reducercls), host, port)
+        server = ReplayServer(reducer, describe(workercls, reducercls), host, port)
         server.start()
         if on_server is not None:
             on_server(server.url)
