@@ -261,8 +261,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         t0 = time.perf_counter()
         if paced is not None:
             paced(source.socket)
-        else:
-            source.send_series()
+        else:  # the very sender the raw relay gets: the same source work in both runs
+            burst_sender(source, frames)(source.socket)
         progress = ens.wait_finished(timeout=600)
         seconds = time.perf_counter() - t0
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
