@@ -28,29 +28,10 @@ from libc.string cimport memcpy, memset
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil  # GCC and clang: index of the lowest set bit
 
-DEF MAGIC = 0x31424644  # "DFB1" little endian, as _batch
-DEF VERSION = 1
-DEF EXTERNAL_NONE = -1
+include "_batch_layout.pxi"
+
 DEF MAX_SLOTS = 64
 DEF MAX_STREAMS = 64
-
-cdef packed struct BatchHeader:
-    uint32_t magic
-    uint32_t version
-    uint32_t nentries
-    uint32_t nframes
-
-cdef packed struct Entry:
-    int64_t event_number
-    uint32_t stream_id
-    uint32_t first_frame
-    uint32_t nframes
-    uint32_t reserved
-
-cdef packed struct FrameRef:
-    uint64_t offset
-    uint64_t length
-    int64_t external
 
 # One forwarded cell: its row, stream, mask and its frames in the frame table.
 cdef struct Cell:
