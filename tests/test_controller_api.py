@@ -25,22 +25,9 @@ from dranspose_fast.api.controller_routes import create_app
 from dranspose_fast.controller import Controller, ControllerSettings
 from dranspose_fast.protocol_redis import Keys
 from tests.conftest import free_port
-from tests.test_controller import Sim, drive, settings_for, wait_for
 
-
-@pytest.fixture
-def settings(redis_url: str) -> ControllerSettings:
-    return settings_for(redis_url)
-
-
-@pytest.fixture
-def ctrl(settings: ControllerSettings) -> Iterator[Controller]:
-    c = Controller(settings)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.close()
+# the controller fixtures are shared with the controller's own tests
+from tests.test_controller import Sim, ctrl, drive, settings, settings_for, wait_for  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
