@@ -14,6 +14,7 @@ import pydantic
 
 from dranspose_fast import __version__
 from dranspose_fast.errors import DransposeFastError
+from dranspose_fast.settings import CliSettings
 
 logger = logging.getLogger("dranspose_fast")
 
@@ -257,8 +258,13 @@ def _one_line(exc: Exception) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        level = CliSettings().log_level
+    except pydantic.ValidationError as exc:
+        print(f"dranspose-fast: error: LOG_LEVEL: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command is None:

@@ -5,13 +5,12 @@ Timing intervals are settings too (``DFAST_*``), so tests run them short.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import string
-from typing import Any
+from typing import Literal
 
-from pydantic import AliasChoices, Field, RedisDsn, model_validator
+from pydantic import AliasChoices, Field, RedisDsn, field_validator, model_validator
 from pydantic_core import Url
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -72,14 +71,12 @@ class IngesterSettings(DistributedSettings):
 
 
 class CliSettings(BaseSettings):
+    """``LOG_LEVEL``: DEBUG, INFO (default), WARNING, ERROR or CRITICAL, any case."""
+
     model_config = SettingsConfigDict(extra="ignore")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
-
-def env_flag(name: str, default: str = "") -> str:
-    """An environment variable for places where a settings class would be overkill."""
-    return os.environ.get(name, default)
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover
-    return None
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
