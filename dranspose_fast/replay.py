@@ -249,12 +249,12 @@ def replay(
             run_pool(wclass, worker_names, parameters, events, dispatcher, reducer, report,
                      pacing=_Pacing(rate, latency), progress=_progress_bar(progress))
         else:
+            clock = TickClock()  # one tick per interval across all workers, as live
             workers = [
                 WorkerHost(workercls, name, parameters, context={},
-                           state=WorkerState(name=WorkerName(name)), clock=TickClock())
+                           state=WorkerState(name=WorkerName(name)), clock=clock)
                 for name in worker_names
             ]
-            _shared_clock(workers)
             _run_in_process(workers, events, dispatcher, reducer, report,
                             _Pacing(rate, latency), _progress_bar(progress))
             for worker in workers:
@@ -278,13 +278,6 @@ def replay(
         if server is not None:
             server.stop()
     return report
-
-
-def _shared_clock(workers: list[WorkerHost]) -> None:
-    # One tick per interval across all workers, as the Redis clock does live.
-    clock = TickClock()
-    for worker in workers:
-        worker.clock = clock
 
 
 class _Pacing:
