@@ -184,6 +184,7 @@ class Ingester(Service):
         self._runner = SourceRunner(self, IsSoftwareTriggered)
         self._scan: Scan | None = None
         self._assign_target: uuid.UUID | None = None
+        self._assign_changed = threading.Event()  # wakes the idle assignment reader
         self._loop_thread: threading.Thread | None = None
         self._rate_mark = (time.monotonic(), 0)
         self._cleaned = False
@@ -252,6 +253,7 @@ class Ingester(Service):
     def close(self) -> None:
         """Stop the threads, close dumps and sockets, delete the config key."""
         self.stop_event.set()
+        self._assign_changed.set()
         self._waker.wake()
         if self._loop_thread is not None:
             self._loop_thread.join(SOURCE_TIMEOUT + 5)
@@ -267,6 +269,7 @@ class Ingester(Service):
         if uid != self._assign_target:
             self._control.put(("scan", update))
             self._assign_target = uid
+            self._assign_changed.set()
         if update.finished:
             self._control.put(("finish", uid, update.reason or "finished"))
         self._waker.wake()
@@ -285,7 +288,9 @@ class Ingester(Service):
             if target != current:
                 current, last = target, b"0-0"
             if current is None:
-                self.stop_event.wait(0.05)
+                # Woken by on_update: the scan's first rows are read at once, not after a tick.
+                self._assign_changed.wait(0.05)
+                self._assign_changed.clear()
                 continue
             key = Keys.assigned(current)
             try:

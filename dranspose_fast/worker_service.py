@@ -91,7 +91,7 @@ CREDIT_IDLE = 0.005
 #: Longest time a processed event waits to be granted back while batches keep arriving.
 CREDIT_MAX_AGE = 0.02
 #: Discovery period while waiting for the ingesters to switch to a new scan.
-FAST_DISCOVERY = 0.02
+FAST_DISCOVERY = 0.005
 #: Messages received from one socket before the loop looks at the others.
 RECV_BURST = 64
 
@@ -137,6 +137,7 @@ class Worker(Service):
 
         self._assign_uuid: uuid.UUID | None = None
         self._assign_pos: tuple[uuid.UUID | None, bytes] = (None, b"0-0")
+        self._assign_changed = threading.Event()  # wakes the idle assignment reader
         self._fast_discovery = False
         self._discovered = False  # the first discovery ran (a scan waits for it)
         self._discover_now = threading.Event()
@@ -201,6 +202,7 @@ class Worker(Service):
         self._closed = True
         self.stop_event.set()
         self._discover_now.set()
+        self._assign_changed.set()
         self._wake()
         if self._loop_started:
             self._loop_done.wait(10)
@@ -249,6 +251,7 @@ class Worker(Service):
             # the new scan can reach the data thread ahead of it.
             self._post("scan", uid, update.finished, params, phash)
             self._assign_uuid = None if update.finished else uid
+            self._assign_changed.set()
             return
         if previous.parameters_version != update.parameters_version:
             self._post("params", uid, params, phash)
@@ -560,7 +563,9 @@ class Worker(Service):
         while not self.stop_event.is_set():
             uid = self._assign_uuid
             if uid is None:
-                self.stop_event.wait(0.05)
+                # Woken by on_update: the scan's first rows are read at once, not after a tick.
+                self._assign_changed.wait(0.05)
+                self._assign_changed.clear()
                 continue
             current, last = self._assign_pos
             if current != uid:
