@@ -561,6 +561,12 @@ def test_redis_restart_ends_the_scan_and_the_next_post_works(
     last = sim.updates()[-1]
     assert last.finished and last.reason == "redis restarted" and last.mapping_uuid == uid
     assert ctrl.progress().finished
+    # the fresh Redis is empty: wait until the (simulated) components have republished
+    def republished() -> bool:
+        ensemble = ctrl.configs(max_age=0)
+        return len(ensemble.workers) == 2 and bool(ensemble.ingesters) and bool(ensemble.reducer)
+
+    wait_for(republished, what="configs republished")
     new = ctrl.set_sequence(MappingSequence.from_uniform(["a"], 2))
     sim.credit(new, "w0", 5)
     sim.credit(new, "w1", 5)
