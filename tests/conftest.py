@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -13,6 +14,16 @@ from typing import Any
 
 import pytest
 import redis
+
+
+@pytest.fixture(autouse=True)
+def _isolated_root_log_level() -> Iterator[None]:
+    """Some libraries (imported by one test) change the root logger's level; restore it, so
+    whether a component's warning reaches its Redis log handler does not depend on test order."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def free_port() -> int:
