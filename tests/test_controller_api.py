@@ -27,7 +27,15 @@ from dranspose_fast.protocol_redis import Keys
 from tests.conftest import free_port
 
 # the controller fixtures are shared with the controller's own tests
-from tests.test_controller import Sim, ctrl, drive, settings, settings_for, wait_for  # noqa: F401 (fixtures)
+from tests.controller_sim import (  # noqa: F401 (fixtures)
+    Sim,
+    ctrl,
+    drive,
+    settings,
+    settings_for,
+    started_sim,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -38,12 +46,7 @@ def client(ctrl: Controller) -> Iterator[TestClient]:
 
 @pytest.fixture
 def sim(redis_url: str) -> Iterator[Sim]:
-    s = Sim(redis_url)
-    s.add_ingester("ing", ["eiger", "orca"])
-    s.add_worker("w0")
-    s.add_worker("w1")
-    s.add_reducer()
-    s.start()
+    s = started_sim(redis_url, "ing", ["eiger", "orca"])
     try:
         yield s
     finally:
