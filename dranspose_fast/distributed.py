@@ -21,9 +21,10 @@ import redis
 from dranspose_fast import __version__
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.parameters import Parameter, ParameterBase
-from dranspose_fast.protocol import BuildGitMeta, ParameterName, WorkParameter
+from dranspose_fast.protocol import BuildGitMeta, HashDigest, ParameterName, WorkParameter
 from dranspose_fast.protocol_redis import ControllerUpdate, Keys
 from dranspose_fast.settings import DistributedSettings
+from dranspose_fast.usercode import apply_descriptions
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,14 @@ class Service:
 
     def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
         """Called (in the updates thread) for every controller update."""
+
+    def current_parameters(self) -> tuple[HashDigest, dict[ParameterName, WorkParameter]]:
+        """The parameters hash (published in the state) and the values parsed through the
+        descriptions, with defaults for what the controller has not set."""
+        phash = parameters_hash(self.parameters)
+        with self._state_lock:
+            self.state.parameters_hash = phash
+        return phash, apply_descriptions(self.parameters, self.descriptions)
 
     def describe(self, descriptions: list[Any]) -> None:
         for desc in descriptions:

@@ -38,15 +38,13 @@ from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.api.server import HttpThread
 from dranspose_fast.distributed import Service
 from dranspose_fast.errors import ClassLoadError
-from dranspose_fast.helpers.utils import import_class, parameters_hash
-from dranspose_fast.parameters import ParameterBase
-from dranspose_fast.protocol import ParameterName, ReducerState
+from dranspose_fast.helpers.utils import import_class
+from dranspose_fast.protocol import ReducerState
 from dranspose_fast.protocol_redis import ControllerUpdate, Keys, ReducedMessage
 from dranspose_fast.settings import ReducerSettings
 from dranspose_fast.usercode import (
     Parameters,
     ReducerHost,
-    apply_descriptions,
     decode_payload,
     describe,
 )
@@ -118,8 +116,7 @@ class Reducer(Service):
             raise OSError(f"reducer cannot bind port {url.port} of {url}: {exc}") from None
         self.context: dict[Any, Any] = {}
         self.user_class = self._load_class()
-        self._descs: dict[ParameterName, ParameterBase] = describe(self.user_class)
-        self.describe(list(self._descs.values()))
+        self.describe(list(describe(self.user_class).values()))
 
         self.host: ReducerHost | None = None
         self._lock = threading.RLock()  # the host and scan fields; held per result batch
@@ -187,10 +184,7 @@ class Reducer(Service):
     # === scans (updates thread) ===
 
     def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
-        phash = parameters_hash(self.parameters)
-        with self._state_lock:
-            self.state.parameters_hash = phash
-        params = apply_descriptions(self.parameters, self._descs)
+        phash, params = self.current_parameters()
         uid = update.mapping_uuid
         if uid is None:
             return

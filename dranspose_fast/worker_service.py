@@ -52,9 +52,8 @@ from dranspose_fast import dataplane
 from dranspose_fast.distributed import Service
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.event import EventData
-from dranspose_fast.helpers.utils import import_class, parameters_hash
-from dranspose_fast.parameters import ParameterBase
-from dranspose_fast.protocol import IngesterState, ParameterName
+from dranspose_fast.helpers.utils import import_class
+from dranspose_fast.protocol import IngesterState
 from dranspose_fast.protocol_redis import (
     AssignmentBatch,
     ControllerUpdate,
@@ -65,7 +64,6 @@ from dranspose_fast.settings import WorkerSettings
 from dranspose_fast.usercode import (
     Parameters,
     WorkerHost,
-    apply_descriptions,
     describe,
     encode_payload,
 )
@@ -112,8 +110,7 @@ class Worker(Service):
         self.context: dict[Any, Any] = {}
         self._counters = ServiceCounters()
         self.user_class = self._load_class()
-        self._descs: dict[ParameterName, ParameterBase] = describe(self.user_class)
-        self.describe(list(self._descs.values()))
+        self.describe(list(describe(self.user_class).values()))
         self._credit_batch = max(1, self.worker_settings.credit_window // 4)
 
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -239,10 +236,7 @@ class Worker(Service):
                     pass  # a wake-up is already pending
 
     def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
-        phash = parameters_hash(self.parameters)
-        with self._state_lock:
-            self.state.parameters_hash = phash
-        params = apply_descriptions(self.parameters, self._descs)
+        phash, params = self.current_parameters()
         uid = update.mapping_uuid
         if uid is None:
             return
