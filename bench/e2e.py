@@ -62,6 +62,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread: libzmq's I/O threads (``ZMQbg/IO/*``) and the rest.
+
+    py-spy sees only the Python threads; the I/O threads do the socket copies of big frames.
+    """
+    out = {"zmq_io": 0.0, "python": 0.0}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        kind = "zmq_io" if name.startswith("ZMQbg/IO") else "python"
+        out[kind] += (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
 # === senders ===
 
 Sender = Callable[[zmq.Socket[Any]], None]
@@ -207,7 +224,8 @@ def raw_relay(frames: int, shape: tuple[int, int], paced: PacedSender | None = N
     send(push)
     sink.join(120)
     seconds = done.value - t0
-    out: dict[str, Any] = {"seconds": seconds, "cpu_relay": cpu_seconds(relay.pid or 0)}
+    out: dict[str, Any] = {"seconds": seconds, "cpu_relay": cpu_seconds(relay.pid or 0),
+                           "cpu_relay_threads": thread_cpu_seconds(relay.pid or 0)}
     relay.kill()
     push.close(0)
     source.close()
@@ -256,6 +274,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         cells = [[vw(i // span)] for i in range(frames)]
         ens.sequence({"parts": {"main": {"eiger": cells}}, "sequence": ["main"]})
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
+        threads0 = {n: thread_cpu_seconds(p.pid) for n, p in ens.procs.items()}
         spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
                  if profile else [])
         t0 = time.perf_counter()
@@ -266,10 +285,14 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         progress = ens.wait_finished(timeout=600)
         seconds = time.perf_counter() - t0
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
+        threads = {n: {k: round(v - threads0[n][k], 2)
+                       for k, v in thread_cpu_seconds(p.pid).items()}
+                   for n, p in ens.procs.items()}
         for spy in spies:
             spy.wait(60)
         status = ens.get("/api/v1/status").json()
         out: dict[str, Any] = {"seconds": seconds, "progress": progress, "cpu": cpu,
+                               "cpu_threads": threads,
                                "status_keys": sorted(status)}
         if paced is not None:
             cpu["source"] = round(paced.cpu, 2)
@@ -306,7 +329,9 @@ def _throughput(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, A
                             profile=args.profile / f"run{r}" if args.profile else None)
         runs.append({"baseline": base, "ours": ours})
         print(f"run {r}: ours {events / ours['seconds']:,.0f} events/s, raw relay "
-              f"{events / base['seconds']:,.0f} frames/s; cpu {ours['cpu']}", flush=True)
+              f"{events / base['seconds']:,.0f} frames/s; cpu {ours['cpu']}; libzmq I/O threads "
+              f"{ {n: t['zmq_io'] for n, t in ours['cpu_threads'].items()} }; relay "
+              f"{base['cpu_relay_threads']}", flush=True)
     ours_s = statistics.median(r["ours"]["seconds"] for r in runs)
     base_s = statistics.median(r["baseline"]["seconds"] for r in runs)
     return {

@@ -19,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from dranspose_fast import __version__
+from dranspose_fast.heap import keep_freed_memory
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.parameters import Parameter, ParameterBase
 from dranspose_fast.protocol import BuildGitMeta, HashDigest, ParameterName, WorkParameter
@@ -92,6 +93,7 @@ class Service:
         if ":" in state.name:
             raise ValueError(f"{self.role} name {state.name!r} must not contain ':'")
         self.settings = settings
+        keep_freed_memory(settings.heap_keep_bytes)
         self.state = state
         self.state.dranspose_version = __version__
         self.state.mapreduce_version = load_build_meta(settings.build_meta_file)
