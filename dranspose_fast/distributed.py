@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 RECONNECT_DELAY = 0.5
 
 
+def stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A Redis stream id (``b"1700000000000-3"``) as a comparable pair."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def connect(settings: DistributedSettings) -> redis.Redis:
     """A binary-safe Redis client (values are bytes)."""
     return redis.Redis.from_url(
@@ -105,6 +112,9 @@ class Service:
         self.redis_run_id: str | None = None
         self._threads: list[threading.Thread] = []
         self._updates_restart = False
+        # The id of the last update ``on_update`` has seen, for readers woken by updates.
+        self._applied_update: tuple[int, int] = (0, 0)
+        self._update_applied = threading.Condition()
         self._state_lock = threading.Lock()
         self.log = logging.getLogger(f"dranspose_fast.{self.role}.{state.name}")
 
@@ -196,15 +206,50 @@ class Service:
         if latest:
             last = latest[0][0]
             self._apply_update(latest[0][1])
+        self._mark_applied(last)
         while not self.stop_event.is_set():
             if self._updates_restart:
                 self._updates_restart = False
                 last = b"0-0"
+                self._mark_applied(last)
             entries: list[Any] = cast(list[Any], self.redis.xread({Keys.UPDATES: last}, block=200))
             for _stream, items in entries or []:
                 for entry_id, fields in items:
                     last = entry_id
                     self._apply_update(fields)
+                    self._mark_applied(entry_id)
+
+    def _mark_applied(self, entry_id: bytes) -> None:
+        with self._update_applied:
+            self._applied_update = stream_id(entry_id)
+            self._update_applied.notify_all()
+
+    def read_or_update(
+        self, key: str, last: bytes | str, count: int, block_ms: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """``XREAD`` the entries of ``key`` after ``last``, or return early for an update.
+
+        A reader blocked on a finished scan's key would otherwise sleep out ``block_ms``
+        before it sees the next scan: the same call also waits for a controller update
+        newer than the last one applied and, when one comes, returns once the update thread
+        has applied it (``on_update`` has run), so the caller finds the new scan at once.
+        """
+        with self._update_applied:
+            ms, seq = self._applied_update
+        reply: Any = self.redis.xread(
+            {key: last, Keys.UPDATES: f"{ms}-{seq}"}, count=count, block=block_ms)
+        found: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for stream, items in reply or []:
+            if stream not in (Keys.UPDATES, Keys.UPDATES.encode()):
+                found = items
+                continue
+            self._wait_applied(stream_id(items[-1][0]), block_ms / 1000)
+        return found
+
+    def _wait_applied(self, entry: tuple[int, int], timeout: float) -> None:
+        with self._update_applied:
+            self._update_applied.wait_for(
+                lambda: self._applied_update >= entry or self.stop_event.is_set(), timeout)
 
     def _apply_update(self, fields: dict[bytes, bytes]) -> None:
         try:

@@ -294,20 +294,19 @@ class Ingester(Service):
                 continue
             key = Keys.assigned(current)
             try:
-                entries: Any = self.redis.xread({key: last}, count=64, block=100)
+                entries = self.read_or_update(key, last, count=64, block_ms=100)
             except redis.RedisError as exc:
                 self.log.warning("reading %s failed (%s); retrying", key, exc)
                 self.stop_event.wait(RECONNECT_DELAY)
                 continue
-            for _key, items in entries or []:
-                for entry_id, fields in items:
-                    last = entry_id
-                    try:
-                        batch = AssignmentBatch.decode(fields)
-                    except (KeyError, ValueError) as exc:
-                        self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
-                        continue
-                    self._control.put(("assign", current, batch))
+            for entry_id, fields in entries:
+                last = entry_id
+                try:
+                    batch = AssignmentBatch.decode(fields)
+                except (KeyError, ValueError) as exc:
+                    self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
+                    continue
+                self._control.put(("assign", current, batch))
             if entries:
                 self._waker.wake()
 

@@ -565,11 +565,10 @@ class Worker(Service):
             if current != uid:
                 last = b"0-0"
             self._assign_pos = (uid, last)
-            reply: Any = self.redis.xread({Keys.assigned(uid): last}, block=100, count=256)
-            for _key, items in reply or []:
-                for entry_id, fields in items:
-                    self._assign_pos = (uid, entry_id)
-                    self._post_assignment(uid, entry_id, fields)
+            for entry_id, fields in self.read_or_update(
+                    Keys.assigned(uid), last, count=256, block_ms=100):
+                self._assign_pos = (uid, entry_id)
+                self._post_assignment(uid, entry_id, fields)
 
     def _post_assignment(self, uid: uuid.UUID, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
