@@ -5,36 +5,29 @@ reduced streams (``XREAD BLOCK``) and publishes one assignment batch per bind; a
 loop renews the lock, notices Redis restarts (``run_id``), removes workers whose config
 expired and sets parameter defaults. The REST API (``api/controller_routes.py``) calls the
 public methods; deployments run ``uvicorn dranspose_fast.controller:app``.
-Per-scan bookkeeping lives in ``controller_scan.py``; settings, the lock and the reading of
-component configs in ``controller_ensemble.py``.
+Per-scan bookkeeping (and the writing of a scan's dumps) lives in ``controller_scan.py``;
+settings, the lock and the reading of component configs and parameter descriptions in
+``controller_ensemble.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import redis
-from pydantic import UUID4, ValidationError
+from pydantic import UUID4
 
 from dranspose_fast.distributed import RedisLogHandler, connect
 from dranspose_fast.errors import MapError
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.mapping import MappingSequence
-from dranspose_fast.parameters import (
-    Parameter,
-    ParameterBase,
-    ParameterType,
-    StrParameter,
-    dump_parameter_file,
-)
+from dranspose_fast.parameters import ParameterBase, ParameterType, StrParameter
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
 from dranspose_fast.protocol_redis import (
     ControllerUpdate,
@@ -46,10 +39,11 @@ from dranspose_fast.protocol_redis import (
 from dranspose_fast.controller_ensemble import (  # isort: skip
     Configs, ControllerError, ControllerLock, ControllerLockError, ControllerSettings,
     EnsembleState, RequestError, Streams, as_entries, as_streams, as_text, read_configs,
+    read_descriptions,
 )
 from dranspose_fast.controller_scan import (  # isort: skip
     LOST_WITH_WORKERS, IntervalLoad, LossLog, LostWorker, Progress, Scan, Status, WorkerLoad,
-    loss_totals,
+    loss_totals, write_scan_dumps,
 )
 
 __all__ = [
@@ -494,22 +488,7 @@ class Controller:
 
     def describe_parameters(self) -> list[ParameterType]:
         """Every registered description plus the synthetic ``dump_prefix``, sorted by name."""
-        keys = list(self.redis.scan_iter(match=Keys.description("*"), count=1000))
-        found: dict[str, ParameterType] = {}
-        invalid = 0
-        for key, value in zip(keys, self.redis.mget(keys) if keys else [], strict=True):
-            if value is None:
-                continue
-            try:
-                desc = Parameter.validate_json(value)
-            except ValidationError as exc:
-                invalid += 1
-                if key not in self._bad_keys:
-                    self._bad_keys.add(key)
-                    logger.error("ignored the invalid parameter description %s: %s",
-                                 key.decode(errors="replace"), str(exc).splitlines()[0])
-                continue
-            found[desc.name] = desc
+        found, invalid = read_descriptions(self.redis, self._bad_keys)
         self.counters["invalid_descriptions"] = invalid  # a gauge, like invalid_configs
         found.setdefault(DUMP_PREFIX, StrParameter(name=DUMP_PREFIX,
                                                    description="Prefix to dump ingester values"))
@@ -533,20 +512,10 @@ class Controller:
         prefix = prefix_param.data.decode("utf8", errors="replace") if prefix_param else ""
         if not prefix:
             return
-        mapping_file = f"{prefix}mapping-{scan.uuid}.json"
-        binary = any(b"\x00" in p.data for p in params.values())
-        if not binary:
-            try:
-                for p in params.values():
-                    p.data.decode("utf8")
-            except UnicodeDecodeError:
-                binary = True
-        param_file = f"{prefix}parameters-{scan.uuid}.{'cbor' if binary else 'json'}"
+        with self._lock:
+            body = scan.seq.to_sequence_json()
         try:
-            with self._lock:
-                body = scan.seq.to_sequence_json()
-            Path(mapping_file).write_text(json.dumps(body))
-            dump_parameter_file(params, param_file)
+            mapping_file, param_file = write_scan_dumps(prefix, scan.uuid, body, params)
             logger.info("dumped the mapping to %s and the parameters to %s", mapping_file,
                         param_file)
         except OSError as exc:

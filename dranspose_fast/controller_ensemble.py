@@ -19,6 +19,7 @@ from pydantic import UUID4, AliasChoices, BaseModel, ConfigDict, Field, Validati
 from dranspose_fast import __version__
 from dranspose_fast.controller_scan import counters_of
 from dranspose_fast.errors import DransposeFastError
+from dranspose_fast.parameters import Parameter, ParameterType
 from dranspose_fast.protocol import (
     HashDigest,
     IngesterState,
@@ -230,3 +231,28 @@ def read_configs(client: redis.Redis, parameters: dict[ParameterName, WorkParame
         controller_version=__version__,
         parameters_version={n: p.uuid for n, p in parameters.items()}, parameters_hash=phash)
     return Configs(ensemble, counters, time.monotonic()), invalid
+
+
+def read_descriptions(
+    client: redis.Redis, bad_keys: set[bytes]
+) -> tuple[dict[str, ParameterType], int]:
+    """SCAN + MGET the parameter descriptions the components registered; returns them by
+    name and how many were invalid (logged once per key, like the configs)."""
+    keys = list(client.scan_iter(match=Keys.description("*"), count=1000))
+    values = cast(list[bytes | None], client.mget(keys)) if keys else []
+    found: dict[str, ParameterType] = {}
+    invalid = 0
+    for key, value in zip(keys, values, strict=True):
+        if value is None:
+            continue
+        try:
+            desc = Parameter.validate_json(value)
+        except ValidationError as exc:
+            invalid += 1
+            if key not in bad_keys:
+                bad_keys.add(key)
+                logger.error("ignored the invalid parameter description %s: %s",
+                             key.decode(errors="replace"), str(exc).splitlines()[0])
+            continue
+        found[desc.name] = desc
+    return found, invalid

@@ -11,10 +11,12 @@ All reports (``progress``, ``status``, ``load``) have a size independent of the 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,8 @@ from pydantic import UUID4, BaseModel
 
 from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import Batch, BindingEngine, MappingSequence
+from dranspose_fast.parameters import dump_parameter_file
+from dranspose_fast.protocol import ParameterName, WorkParameter
 from dranspose_fast.protocol_redis import AssignmentBatch, CreditMessage, ReducedMessage
 
 logger = logging.getLogger("dranspose_fast.controller.scan")
@@ -513,3 +517,26 @@ class LossLog:
                 self.log.error("data lost: %s rose by %d to %d", name, value - before, value)
             # a restarted component counts from 0 again: follow it down without a log
             self.seen[name] = value
+
+
+def write_scan_dumps(
+    prefix: str, uid: UUID4, sequence_json: dict[str, Any],
+    params: dict[ParameterName, WorkParameter],
+) -> tuple[str, str]:
+    """Write a scan's mapping (``{prefix}mapping-{uuid}.json``) and parameters (JSON, or CBOR
+    when a value is not text) as dranspose 0.2 does; returns the two paths.
+
+    Raises ``OSError`` when a file cannot be written.
+    """
+    mapping_file = f"{prefix}mapping-{uid}.json"
+    binary = any(b"\x00" in p.data for p in params.values())
+    if not binary:
+        try:
+            for p in params.values():
+                p.data.decode("utf8")
+        except UnicodeDecodeError:
+            binary = True
+    param_file = f"{prefix}parameters-{uid}.{'cbor' if binary else 'json'}"
+    Path(mapping_file).write_text(json.dumps(sequence_json))
+    dump_parameter_file(params, param_file)
+    return mapping_file, param_file

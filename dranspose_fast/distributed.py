@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Backoff between reconnection attempts when Redis is away.
 RECONNECT_DELAY = 0.5
+#: A stream entry as redis-py returns it: ``(entry id, fields)``.
+Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 def stream_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -226,7 +229,7 @@ class Service:
 
     def read_or_update(
         self, key: str, last: bytes | str, count: int, block_ms: int
-    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    ) -> list[Entry]:
         """``XREAD`` the entries of ``key`` after ``last``, or return early for an update.
 
         A reader blocked on a finished scan's key would otherwise sleep out ``block_ms``
@@ -238,7 +241,7 @@ class Service:
             ms, seq = self._applied_update
         reply: Any = self.redis.xread(
             {key: last, Keys.UPDATES: f"{ms}-{seq}"}, count=count, block=block_ms)
-        found: list[tuple[bytes, dict[bytes, bytes]]] = []
+        found: list[Entry] = []
         for stream, items in reply or []:
             if stream not in (Keys.UPDATES, Keys.UPDATES.encode()):
                 found = items
@@ -307,3 +310,55 @@ class Service:
                 return False
             time.sleep(0.01)
         return True
+
+
+
+class AssignmentReader:
+    """Follows the current scan's assignment stream (``dfast:assigned:<uuid>``) of a service.
+
+    Reads from the stream's first entry, ``count`` entries per call, and hands each non-empty
+    read to ``on_entries(uuid, entries)`` in order, in its own thread (``run``). ``follow``
+    names the scan to read (``None``: idle); an idle reader is woken at once by ``follow``,
+    a busy one by the controller's update (``Service.read_or_update``). A Redis error is
+    retried from the same position, so no entry is handed over twice.
+    """
+
+    def __init__(
+        self, service: Service, count: int,
+        on_entries: Callable[[uuid.UUID, list[Entry]], None],
+    ) -> None:
+        self.service = service
+        self.count = count
+        self.on_entries = on_entries
+        self.target: uuid.UUID | None = None
+        self._changed = threading.Event()
+
+    def follow(self, uid: uuid.UUID | None) -> None:
+        self.target = uid
+        self._changed.set()
+
+    def wake(self) -> None:
+        """Make an idle reader look at ``stop_event`` (for closing)."""
+        self._changed.set()
+
+    def run(self) -> None:
+        svc = self.service
+        current: uuid.UUID | None = None
+        last: bytes = b"0-0"
+        while not svc.stop_event.is_set():
+            if self.target != current:
+                current, last = self.target, b"0-0"
+            if current is None:
+                self._changed.wait(0.05)
+                self._changed.clear()
+                continue
+            key = Keys.assigned(current)
+            try:
+                entries = svc.read_or_update(key, last, count=self.count, block_ms=100)
+            except redis.RedisError as exc:
+                svc.log.warning("reading %s failed (%s); retrying", key, exc)
+                svc.stop_event.wait(RECONNECT_DELAY)
+                continue
+            if entries:
+                last = entries[-1][0]
+                self.on_entries(current, entries)

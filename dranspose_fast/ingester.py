@@ -35,7 +35,7 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel, Field, model_validator
 
-from dranspose_fast.distributed import RECONNECT_DELAY, Service
+from dranspose_fast.distributed import AssignmentReader, Entry, Service
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester_routing import PendingBatch, Scan, WorkerLinks, route
@@ -183,8 +183,7 @@ class Ingester(Service):
         self._upstreams: dict[StreamName, UpstreamSource] = {}
         self._runner = SourceRunner(self, IsSoftwareTriggered)
         self._scan: Scan | None = None
-        self._assign_target: uuid.UUID | None = None
-        self._assign_changed = threading.Event()  # wakes the idle assignment reader
+        self._assignments = AssignmentReader(self, 64, self._on_assignments)
         self._loop_thread: threading.Thread | None = None
         self._rate_mark = (time.monotonic(), 0)
         self._cleaned = False
@@ -230,7 +229,7 @@ class Ingester(Service):
             target=self._data_loop, name=f"{self.state.name}-data", daemon=True)
         self._loop_thread.start()
         self.start_background()
-        self._spawn(self._read_assignments, "assignments")
+        self._spawn(self._assignments.run, "assignments")
         self.log.info("ingester %s serving streams %s on %s", self.state.name, self.streams, url)
 
     def _router_hwm(self) -> int:
@@ -253,7 +252,7 @@ class Ingester(Service):
     def close(self) -> None:
         """Stop the threads, close dumps and sockets, delete the config key."""
         self.stop_event.set()
-        self._assign_changed.set()
+        self._assignments.wake()
         self._waker.wake()
         if self._loop_thread is not None:
             self._loop_thread.join(SOURCE_TIMEOUT + 5)
@@ -266,49 +265,28 @@ class Ingester(Service):
         uid = update.mapping_uuid
         if uid is None:
             return
-        if uid != self._assign_target:
-            self._control.put(("scan", update))
-            self._assign_target = uid
-            self._assign_changed.set()
+        if uid != self._assignments.target:
+            self._control.put(("scan", update))  # queued before any "assign" of the scan
+            self._assignments.follow(uid)
         if update.finished:
             self._control.put(("finish", uid, update.reason or "finished"))
         self._waker.wake()
 
     def on_redis_restart(self) -> None:
-        if self._assign_target is not None:
-            self._control.put(("finish", self._assign_target, "redis restarted"))
+        if self._assignments.target is not None:
+            self._control.put(("finish", self._assignments.target, "redis restarted"))
             self._waker.wake()
 
-    def _read_assignments(self) -> None:
-        """Read each mapping's assignment stream from its first entry, batch by batch."""
-        current: uuid.UUID | None = None
-        last: bytes | str = b"0-0"
-        while not self.stop_event.is_set():
-            target = self._assign_target
-            if target != current:
-                current, last = target, b"0-0"
-            if current is None:
-                # Woken by on_update: the scan's first rows are read at once, not after a tick.
-                self._assign_changed.wait(0.05)
-                self._assign_changed.clear()
-                continue
-            key = Keys.assigned(current)
+    def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
             try:
-                entries = self.read_or_update(key, last, count=64, block_ms=100)
-            except redis.RedisError as exc:
-                self.log.warning("reading %s failed (%s); retrying", key, exc)
-                self.stop_event.wait(RECONNECT_DELAY)
+                batch = AssignmentBatch.decode(fields)
+            except (KeyError, ValueError) as exc:
+                key = Keys.assigned(uid)
+                self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
                 continue
-            for entry_id, fields in entries:
-                last = entry_id
-                try:
-                    batch = AssignmentBatch.decode(fields)
-                except (KeyError, ValueError) as exc:
-                    self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
-                    continue
-                self._control.put(("assign", current, batch))
-            if entries:
-                self._waker.wake()
+            self._control.put(("assign", uid, batch))
+        self._waker.wake()
 
     # === data loop ===
 

@@ -49,7 +49,7 @@ import redis
 import zmq
 
 from dranspose_fast import dataplane
-from dranspose_fast.distributed import Service
+from dranspose_fast.distributed import AssignmentReader, Entry, Service
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.event import EventData
 from dranspose_fast.helpers.utils import import_class
@@ -132,9 +132,7 @@ class Worker(Service):
         self._next_ping = 0.0
         self._rate = (time.monotonic(), 0)
 
-        self._assign_uuid: uuid.UUID | None = None
-        self._assign_pos: tuple[uuid.UUID | None, bytes] = (None, b"0-0")
-        self._assign_changed = threading.Event()  # wakes the idle assignment reader
+        self._assignments = AssignmentReader(self, 256, self._on_assignments)
         self._fast_discovery = False
         self._discovered = False  # the first discovery ran (a scan waits for it)
         self._discover_now = threading.Event()
@@ -165,7 +163,7 @@ class Worker(Service):
     def start_background(self) -> None:
         super().start_background()
         self._spawn(self._discover_loop, "discovery")
-        self._spawn(self._follow_assignments, "assignments")
+        self._spawn(self._assignments.run, "assignments")
         self._spawn(lambda: self.credits.run(self.stop_event), "credits")
 
     def start(self) -> None:
@@ -199,7 +197,7 @@ class Worker(Service):
         self._closed = True
         self.stop_event.set()
         self._discover_now.set()
-        self._assign_changed.set()
+        self._assignments.wake()
         self._wake()
         if self._loop_started:
             self._loop_done.wait(10)
@@ -244,8 +242,7 @@ class Worker(Service):
             # "scan" is queued before the assignment reader moves on, so no "assign" of
             # the new scan can reach the data thread ahead of it.
             self._post("scan", uid, update.finished, params, phash)
-            self._assign_uuid = None if update.finished else uid
-            self._assign_changed.set()
+            self._assignments.follow(None if update.finished else uid)
             return
         if previous.parameters_version != update.parameters_version:
             self._post("params", uid, params, phash)
@@ -553,35 +550,17 @@ class Worker(Service):
             self._discover_now.wait(delay)
             self._discover_now.clear()
 
-    def _follow_assignments(self) -> None:
-        while not self.stop_event.is_set():
-            uid = self._assign_uuid
-            if uid is None:
-                # Woken by on_update: the scan's first rows are read at once, not after a tick.
-                self._assign_changed.wait(0.05)
-                self._assign_changed.clear()
+    def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            try:
+                mine = events_for(AssignmentBatch.decode(fields), self.name)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._counters.bad_assignments += 1
+                self.log.error("worker %s: ignored assignment entry %r of scan %s: %s",
+                               self.name, entry_id, uid, exc)
                 continue
-            current, last = self._assign_pos
-            if current != uid:
-                last = b"0-0"
-            self._assign_pos = (uid, last)
-            for entry_id, fields in self.read_or_update(
-                    Keys.assigned(uid), last, count=256, block_ms=100):
-                self._assign_pos = (uid, entry_id)
-                self._post_assignment(uid, entry_id, fields)
-
-    def _post_assignment(self, uid: uuid.UUID, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            mine = events_for(AssignmentBatch.decode(fields), self.name)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._counters.bad_assignments += 1
-            self.log.error(
-                "worker %s: ignored assignment entry %r of scan %s: %s",
-                self.name, entry_id, uid, exc,
-            )
-            return
-        if mine is not None:
-            self._post("assign", uid, *mine)
+            if mine is not None:
+                self._post("assign", uid, *mine)
 
     # === published state ===
 
