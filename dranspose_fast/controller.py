@@ -278,11 +278,18 @@ class Controller:
             unknown = [n for n in sequence if n not in known]
             if unknown:
                 raise RequestError(400, f"unknown parts {unknown} (defined: {sorted(known)})")
+            defined: list[str] = []
             try:
                 for name, cells in parts.items():
                     scan.seq.add_part(name, cells)
+                    defined.append(name)
+                need = max((scan.seq.part_min_workers(n) for n in set(sequence)), default=0)
+                if need > len(scan.workers):
+                    raise MapError(f"only {len(scan.workers)} workers in the scan, but the "
+                                   f"appended parts need {need}")
                 scan.seq.append(sequence)
             except MapError as exc:
+                scan.seq.forget_parts(defined)  # a refused append leaves nothing behind
                 raise RequestError(400, str(exc)) from None
             self._advance(scan)
             return scan

@@ -321,6 +321,21 @@ class MappingSequence:
             raise MapError(f"part name {name!r} is empty, reserved or already defined")
         self._parts[name] = self._compile(name, _unwrap(name, cells))
 
+    def part_min_workers(self, name: str) -> int:
+        """Largest number of distinct constraints in one event of part ``name``."""
+        if name not in self._parts:
+            raise MapError(f"unknown part {name!r} (defined: {sorted(self._parts)})")
+        return int(self._tm.part_info(self._parts[name])[2])
+
+    def forget_parts(self, names: Iterable[str]) -> None:
+        """Undefine parts that no sequence position uses (a refused append takes back its
+        definitions; their compiled tables stay, unreachable)."""
+        used = set(self._seq)
+        for name in names:
+            if name in used:
+                raise MapError(f"part {name!r} is in the sequence and cannot be forgotten")
+            self._parts.pop(name, None)
+
     def append(self, names: Sequence[str]) -> None:
         """Append part instances to an open sequence."""
         self._append_names(list(names), check=True)

@@ -295,10 +295,19 @@ def test_reactive_open_sequence_append_and_close(ctrl: Controller, sim: Sim) -> 
         ctrl.append({}, ["nope"])
     with pytest.raises(RequestError, match="streams"):
         ctrl.append({"bad": {"zz": [None]}}, ["bad"])
+    # Three distinct constraints in one event cannot bind with two workers: refused, and the
+    # refused definition is taken back, so the name can be defined again.
+    wide = [[{"constraint": 0}, {"constraint": 1}, {"constraint": 2}]]
+    with pytest.raises(RequestError, match="only 2 workers in the scan, but the appended "
+                                           "parts need 3") as refused:
+        ctrl.append({"wide": {"a": wide}}, ["wide"])
+    assert refused.value.status == 400
+    ctrl.append({"wide": {"a": [[{"constraint": 0}, {"constraint": 1}]]}}, ["wide"])
+    wait_for(lambda: len(sim.events(uid, ["a"])) == 7, what="the redefined part's event")
     assert ctrl.progress().total_events is None and not ctrl.progress().finished
     ctrl.close_sequence()
-    assert ctrl.progress().total_events == 7
-    wait_for(lambda: len(sim.events(uid, ["a"])) == 7, what="end broadcast")
+    assert ctrl.progress().total_events == 8
+    wait_for(lambda: len(sim.events(uid, ["a"])) == 8, what="end broadcast")
     with pytest.raises(RequestError, match="closed") as err:
         ctrl.append({}, ["p"])
     assert err.value.status == 409

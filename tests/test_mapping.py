@@ -325,6 +325,21 @@ def test_open_sequence_errors() -> None:
         seq.append([RESERVED_PART])
 
 
+def test_part_min_workers_and_forgetting_unused_parts() -> None:
+    seq = MappingSequence({"p": {"a": [[vw(0), vw(1)], [vw(2)], None]}}, [], closed=False)
+    assert seq.part_min_workers("p") == 2
+    seq.add_part("q", {"a": [[vw(0), vw(1), vw(2)]]})
+    assert seq.part_min_workers("q") == 3
+    seq.append(["p"])
+    with pytest.raises(MapError, match="'p' is in the sequence"):
+        seq.forget_parts(["p"])
+    seq.forget_parts(["q"])
+    assert "q" not in seq.part_names
+    with pytest.raises(MapError, match="unknown part 'q'"):
+        seq.part_min_workers("q")
+    seq.add_part("q", {"a": [None]})  # the name is free again
+
+
 # === engine wrapper ===
 
 
