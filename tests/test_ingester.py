@@ -7,7 +7,6 @@ on what actually crosses the sockets.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -15,170 +14,27 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import redis
 import zmq
 
-from dranspose_fast.dataplane import decode_events
-from dranspose_fast.event import StreamData
-from dranspose_fast.ingester import Ingester, IngesterSettings, IsSoftwareTriggered
+from dranspose_fast.ingester import Ingester
 from dranspose_fast.ingesters import (
-    MultipartIngester,
     ZmqPullSingleIngester,
-    create_ingester,
-    ingester_class,
 )
 from dranspose_fast.protocol import IngesterState, StreamName
-from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.protocol_redis import Keys
 from tests.conftest import free_port
-from tests.stins_source import StinsSource
-
-TIMEOUT = 10.0
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
-def as_bytes(frame: Any) -> bytes:
-    return frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
-
-
-class Worker:
-    """A DEALER that says hello like a worker and collects the partial events it gets."""
-
-    def __init__(self, ctx: zmq.Context[Any], name: str, url: str) -> None:
-        self.name = name
-        self.uuid = uuid.uuid4()
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, name.encode())
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(url)
-        self.hello()
-        self.events: list[tuple[int, dict[str, StreamData]]] = []
-        self.batches = 0
-
-    def hello(self) -> None:
-        self.sock.send_multipart([b"H", self.uuid.bytes])
-
-    def receive(self, n: int, timeout: float = TIMEOUT) -> list[tuple[int, dict[str, StreamData]]]:
-        """Collect until ``n`` events in all have arrived."""
-        deadline = time.monotonic() + timeout
-        while len(self.events) < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000)):
-                raise AssertionError(f"{self.name} got {len(self.events)} of {n} events")
-            self.events.extend(decode_events(self.sock.recv_multipart(copy=False)))
-            self.batches += 1
-        return self.events
-
-    def nothing_more(self, wait: float = 0.3) -> bool:
-        return not self.sock.poll(int(wait * 1000))
-
-
-class Harness:
-    """Plays the controller; builds ingesters, workers and STINS sources on free ports."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(redis_url)
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.ingesters: list[Ingester] = []
-        self.sources: list[StinsSource] = []
-
-    def settings(self, cls: type[Ingester], streams: Sequence[str], **kw: Any) -> Any:
-        return cls.settings_class(
-            ingester_streams=list(streams), redis_url=self.redis_url,
-            ingester_url=f"tcp://127.0.0.1:{free_port()}", dfast_config_ttl=2.0,
-            dfast_config_interval=0.2, build_meta_file=None, **kw)
-
-    def ingester(self, cls: type[Ingester], streams: Sequence[str], **kw: Any) -> Any:
-        ing = cls(self.settings(cls, streams, **kw))
-        ing.start()
-        self.ingesters.append(ing)
-        wait_for(lambda: self.config(ing) is not None, what="config key")
-        return ing
-
-    def stins(self, **kw: Any) -> StinsSource:
-        src = StinsSource(free_port(), **kw)
-        self.sources.append(src)
-        return src
-
-    def worker(self, name: str, ing: Ingester) -> Worker:
-        w = Worker(self.ctx, name, str(ing.state.url))
-        wait_for(lambda: any(cw.name == name for cw in ing.state.connected_workers.values()),
-                 what=f"hello of {name}")
-        return w
-
-    def config(self, ing: Ingester) -> dict[str, Any] | None:
-        raw = self.redis.get(Keys.config("ingester", ing.state.name))
-        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
-
-    def update(self, streams: Sequence[str], uid: uuid.UUID | None = None,
-               finished: bool = False, **kw: Any) -> uuid.UUID:
-        uid = uid or uuid.uuid4()
-        upd = ControllerUpdate(mapping_uuid=uid, streams=[StreamName(s) for s in streams],
-                               active_streams=[StreamName(s) for s in streams],
-                               finished=finished, **kw)
-        self.redis.xadd(Keys.UPDATES, {"d": upd.model_dump_json()}, maxlen=100)
-        return uid
-
-    def start_scan(self, streams: Sequence[str], *ings: Ingester, **kw: Any) -> uuid.UUID:
-        uid = self.update(streams, **kw)
-        for ing in ings:
-            wait_for(lambda ing=ing: (self.config(ing) or {}).get("mapping_uuid") == str(uid),
-                     what="mapping uuid in config")
-        return uid
-
-    def assign(self, uid: uuid.UUID, first: int, cells: list[list[int | None]],
-               workers: list[str]) -> None:
-        """One batch: ``cells[row][stream]`` is a mask, or None for no frame."""
-        present = np.array([[c is not None for c in row] for row in cells], np.uint8)
-        masks = np.array([[c or 0 for c in row] for row in cells], np.uint64)
-        batch = AssignmentBatch(first, present, masks, workers)
-        self.redis.xadd(Keys.assigned(uid), batch.encode())  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        for ing in self.ingesters:
-            ing.close()
-        for src in self.sources:
-            src.close()
-        self.ctx.destroy(linger=0)
-        self.redis.close()
-
-
-@pytest.fixture
-def harness(redis_url: str) -> Iterator[Harness]:
-    h = Harness(redis_url)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-def stins_header(sd: StreamData) -> dict[str, Any]:
-    assert sd.typ == "STINS"
-    return json.loads(as_bytes(sd.frames[0]))  # type: ignore[no-any-return]
-
-
-def image_numbers(events: list[tuple[int, dict[str, StreamData]]], stream: str) -> list[Any]:
-    out: list[Any] = []
-    for _evn, streams in events:
-        head = stins_header(streams[stream])
-        out.append(head["frame"] if head["htype"] == "image" else head["htype"])
-    return out
-
+from tests.ingester_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    as_bytes,
+    harness,
+    image_numbers,
+    stins_header,
+    wait_for,
+)
 
 # === routing ===
 
@@ -378,134 +234,6 @@ def test_bad_assignment_entries_are_counted_and_skipped(harness: Harness) -> Non
     src.send_series(1)
     assert image_numbers(w0.receive(3), "eiger") == ["header", 0, "series_end"]
     assert ing.counter_values().bad_assignments == 2
-
-
-# === extension API ===
-
-
-class CountingIngester(Ingester):
-    """0.2-style custom ingester: a counter stream plus a software-triggered stream."""
-
-    stopped: list[str]
-
-    def __init__(self, settings: IngesterSettings | None = None) -> None:
-        super().__init__(settings)
-        self.stopped = []
-
-    async def run_source(
-        self, stream: StreamName
-    ) -> AsyncGenerator[StreamData | IsSoftwareTriggered, None]:
-        if stream == "dummy":
-            while True:
-                yield IsSoftwareTriggered()
-        i = 0
-        while True:
-            await asyncio.sleep(0)
-            if i == 2:
-                yield "not stream data"  # type: ignore[misc]  # counted as malformed
-            yield StreamData(typ="counter", frames=[str(i).encode()])
-            i += 1
-
-    async def stop_source(self, stream: StreamName) -> None:
-        self.stopped.append(stream)
-
-    def software_trigger(self) -> Iterator[dict[str, StreamData]]:
-        k = 0
-        while True:
-            yield {"dummy": StreamData(typ="temperature", frames=[f"t{k}".encode()])}
-            k += 1
-
-
-def test_custom_run_source_with_software_trigger(harness: Harness) -> None:
-    ing = harness.ingester(CountingIngester, ["cnt", "dummy"])
-    w0 = harness.worker("w0", ing)
-    uid = harness.start_scan(["cnt", "dummy"], ing)
-    harness.assign(uid, 0, [[1, 1], [1, None], [None, 1], [1, 1], [0, 1]], ["w0"])
-    got = w0.receive(5)
-    cnt = [as_bytes(s["cnt"].frames[0]) for _e, s in got if "cnt" in s]
-    assert cnt == [b"0", b"1", b"2"]  # the third counter item (b"3") was discarded by the map
-    dummy = [(e, s["dummy"].typ, as_bytes(s["dummy"].frames[0])) for e, s in got if "dummy" in s]
-    # One software_trigger() item per event handled; placeholders get its value.
-    assert dummy == [(0, "temperature", b"t0"), (2, "temperature", b"t2"),
-                     (3, "temperature", b"t3"), (4, "temperature", b"t4")]
-    c = ing.counter_values()
-    assert c.malformed == 1 and c.discarded_by_map == 1
-    harness.start_scan(["cnt"], ing)  # a new mapping closes the generators
-    wait_for(lambda: sorted(ing.stopped) == ["cnt", "dummy"], what="stop_source calls")
-
-
-def test_subclass_of_builtin_with_its_own_run_source(harness: Harness) -> None:
-    src = harness.stins()
-
-    class WithSoftTrigger(ZmqPullSingleIngester):
-        async def run_source(
-            self, stream: StreamName
-        ) -> AsyncGenerator[StreamData | IsSoftwareTriggered, None]:
-            if stream == "dummy":
-                while True:
-                    yield IsSoftwareTriggered
-            async for item in super().run_source(stream):
-                yield item
-
-        def software_trigger(self) -> Iterator[dict[str, StreamData]]:
-            while True:
-                yield {"dummy": StreamData(typ="x", frames=[b"sw"])}
-
-    ing = harness.ingester(WithSoftTrigger, ["eiger", "dummy"], upstream_url=src.url)
-    w0 = harness.worker("w0", ing)
-    uid = harness.start_scan(["eiger", "dummy"], ing)
-    harness.assign(uid, 0, [[1, 1]] * 4, ["w0"])
-    src.send_image(50)  # before the header: the generator path skips it too
-    src.send_series(2)
-    got = w0.receive(4)
-    assert image_numbers(got, "eiger") == ["header", 0, 1, "series_end"]
-    assert all(as_bytes(s["dummy"].frames[0]) == b"sw" for _e, s in got)
-    assert ing.upstream_streams == []  # the generator path, not the fast path
-
-
-@pytest.mark.parametrize("socket_type", ["PULL", "SUB"])
-def test_multipart_ingester(harness: Harness, socket_type: str) -> None:
-    port = free_port()
-    up = harness.ctx.socket(zmq.PUSH if socket_type == "PULL" else zmq.PUB)
-    up.bind(f"tcp://127.0.0.1:{port}")
-    ing = harness.ingester(MultipartIngester, ["pcap"], upstream_url=f"tcp://127.0.0.1:{port}",
-                           upstream_socket=socket_type, stream_typ="PCAP")
-    w0 = harness.worker("w0", ing)
-    uid = harness.start_scan(["pcap"], ing)
-    harness.assign(uid, 0, [[1], [0], [1]], ["w0"])
-    if socket_type == "SUB":
-        time.sleep(0.5)  # let the subscription reach the publisher
-    messages = [[b"m%d" % i, b"x" * i, b"end"] for i in range(3)]
-    for msg in messages:
-        up.send_multipart(msg)
-    got = w0.receive(2)
-    assert [e for e, _ in got] == [0, 2]
-    for (_e, streams), msg in zip(got, [messages[0], messages[2]], strict=True):
-        assert streams["pcap"].typ == "PCAP"
-        assert [as_bytes(f) for f in streams["pcap"].frames] == msg
-    harness.update(["pcap"], uid=uid, finished=True)
-    wait_for(lambda: ing._scan is not None and ing._scan.finished)
-    up.send_multipart([b"late"])
-    wait_for(lambda: ing.counter_values().discarded_outside_scan == 1)
-    up.close(linger=0)
-
-
-def test_registry_loads_builtins_and_user_classes(harness: Harness) -> None:
-    assert ingester_class("ZmqPullSingleIngester") is ZmqPullSingleIngester
-    assert ingester_class("tests.test_ingester:CountingIngester") is CountingIngester
-    with pytest.raises(ImportError, match="unknown ingester"):
-        ingester_class("NoSuchIngester")
-    with pytest.raises(ImportError, match="not a subclass"):
-        ingester_class("tests.stins_source:StinsSource")
-    ing = create_ingester("ZmqPullSingleIngester", ingester_streams=["e"],
-                          redis_url=harness.redis_url, upstream_url="tcp://127.0.0.1:1",
-                          build_meta_file=None)
-    try:
-        assert ing.state.name == "e-ingester"
-    finally:
-        ing.close()
-    with pytest.raises(ValueError, match="no upstream"):
-        ZmqPullSingleIngester.settings_class(ingester_streams=["e"], redis_url=harness.redis_url)
 
 
 # === shutdown ===
