@@ -312,15 +312,15 @@ class Service:
         return True
 
 
-
 class AssignmentReader:
     """Follows the current scan's assignment stream (``dfast:assigned:<uuid>``) of a service.
 
     Reads from the stream's first entry, ``count`` entries per call, and hands each non-empty
     read to ``on_entries(uuid, entries)`` in order, in its own thread (``run``). ``follow``
     names the scan to read (``None``: idle); an idle reader is woken at once by ``follow``,
-    a busy one by the controller's update (``Service.read_or_update``). A Redis error is
-    retried from the same position, so no entry is handed over twice.
+    a busy one by the controller's update (``Service.read_or_update``). The position lives
+    in the reader, so a retry after a Redis error (or a restarted ``run``) hands no entry over
+    twice.
     """
 
     def __init__(
@@ -332,6 +332,8 @@ class AssignmentReader:
         self.on_entries = on_entries
         self.target: uuid.UUID | None = None
         self._changed = threading.Event()
+        self._current: uuid.UUID | None = None
+        self._last: bytes = b"0-0"  # id of the last entry handed over
 
     def follow(self, uid: uuid.UUID | None) -> None:
         self.target = uid
@@ -343,22 +345,21 @@ class AssignmentReader:
 
     def run(self) -> None:
         svc = self.service
-        current: uuid.UUID | None = None
-        last: bytes = b"0-0"
         while not svc.stop_event.is_set():
-            if self.target != current:
-                current, last = self.target, b"0-0"
+            if self.target != self._current:
+                self._current, self._last = self.target, b"0-0"
+            current = self._current
             if current is None:
                 self._changed.wait(0.05)
                 self._changed.clear()
                 continue
             key = Keys.assigned(current)
             try:
-                entries = svc.read_or_update(key, last, count=self.count, block_ms=100)
+                entries = svc.read_or_update(key, self._last, count=self.count, block_ms=100)
             except redis.RedisError as exc:
                 svc.log.warning("reading %s failed (%s); retrying", key, exc)
                 svc.stop_event.wait(RECONNECT_DELAY)
                 continue
             if entries:
-                last = entries[-1][0]
+                self._last = entries[-1][0]
                 self.on_entries(current, entries)
