@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,20 +19,10 @@ from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import Ingester
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.stins_source import StinsSource
 
 TIMEOUT = 10.0
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def as_bytes(frame: Any) -> bytes:

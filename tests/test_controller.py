@@ -26,7 +26,7 @@ from dranspose_fast.parameters import IntParameter, load_parameter_file
 from dranspose_fast.protocol_redis import (
     Keys,
 )
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, wait_for
 from tests.controller_sim import (  # noqa: F401 (fixtures)
     Sim,
     ctrl,
@@ -35,7 +35,6 @@ from tests.controller_sim import (  # noqa: F401 (fixtures)
     settings,
     settings_for,
     started_sim,
-    wait_for,
 )
 
 

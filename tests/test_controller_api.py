@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from dranspose_fast.api.controller_routes import create_app
 from dranspose_fast.controller import Controller, ControllerSettings
 from dranspose_fast.protocol_redis import Keys
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 # the controller fixtures are shared with the controller's own tests
 from tests.controller_sim import (  # noqa: F401 (fixtures)
@@ -34,7 +34,6 @@ from tests.controller_sim import (  # noqa: F401 (fixtures)
     settings,
     settings_for,
     started_sim,
-    wait_for,
 )
 
 

@@ -19,16 +19,7 @@ from dranspose_fast.ingester import Ingester, IsSoftwareTriggered
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.protocol_redis import Keys
-from tests.test_ingester import Harness, as_bytes, wait_for
-
-
-@pytest.fixture
-def harness(redis_url: str) -> Iterator[Harness]:
-    h = Harness(redis_url)
-    try:
-        yield h
-    finally:
-        h.close()
+from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
 
 
 def frames_of(msg: InternalWorkerMessage, stream: str) -> list[bytes]:

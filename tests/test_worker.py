@@ -38,6 +38,7 @@ from dranspose_fast.settings import WorkerSettings
 from dranspose_fast.usercode import decode_payload
 from dranspose_fast.worker import Worker
 from dranspose_fast.worker_parts import Assembler, RedisTickClock, events_for
+from tests.conftest import wait_for
 
 # === user classes (loaded by name, as a deployment would) ===
 
@@ -169,16 +170,6 @@ class FakeReducer:
     def close(self) -> None:
         self.pull.close()
         self.ctx.term()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        time.sleep(0.01)
 
 
 def credits(client: redis.Redis, uid: uuid.UUID, worker: str) -> list[CreditMessage]:
