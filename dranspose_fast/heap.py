@@ -3,7 +3,7 @@
 libzmq allocates each received message with ``malloc``. By default glibc serves blocks of
 128 KiB and more with a fresh ``mmap`` and gives freed memory at the top of a heap back to the
 kernel, so with 1 MiB frames every frame costs 256 page faults, the zeroing of each page and
-an ``munmap`` (``perf`` on a worker receiving 1 MiB frames: the faults cost about half as much
+an ``munmap`` (``perf`` on a worker receiving 1 MiB frames: the faults cost about as much
 as the copy out of the socket itself; see bench/README.md). Served from the heap, and the
 heap kept, the next frame lands in pages that are already mapped.
 
