@@ -21,10 +21,19 @@ __all__ = [
     "ZmqPullSingleSettings", "create_ingester", "ingester_class", "settings_class",
 ]
 
-#: Built-in ingester classes by the name the CLI accepts.
-BUILTIN_INGESTERS: dict[str, type[Ingester]] = {
-    "ZmqPullSingleIngester": ZmqPullSingleIngester,
-    "MultipartIngester": MultipartIngester,
+#: Built-in ingester classes by the name the CLI accepts: ``module:Class`` below this
+#: package, imported on first use (a protocol's parser dependencies load only when used).
+BUILTIN_INGESTERS: dict[str, str] = {
+    "ZmqPullSingleIngester": "zmqpull_single:ZmqPullSingleIngester",
+    "MultipartIngester": "multipart:MultipartIngester",
+    "ZmqPullEigerLegacyIngester": "zmqpull_eiger_legacy:ZmqPullEigerLegacyIngester",
+    "ZmqSubXspressIngester": "zmqsub_xspress3:ZmqSubXspressIngester",
+    "ZmqSubContrastIngester": "zmqsub_contrast:ZmqSubContrastIngester",
+    "ZmqSubPCAPIngester": "zmqsub_pcap:ZmqSubPCAPIngester",
+    "ZmqSubAlbaemIngester": "zmqsub_albaem:ZmqSubAlbaemIngester",
+    "ZmqSubLecroyIngester": "zmqsub_lecroy:ZmqSubLecroyIngester",
+    "TcpPcapIngester": "tcp_positioncap:TcpPcapIngester",
+    "HttpSardanaIngester": "http_sardana:HttpSardanaIngester",
 }
 
 
@@ -36,10 +45,10 @@ def ingester_class(name: str) -> type[Ingester]:
     ClassLoadError
         if the class cannot be loaded or is not an ``Ingester``.
     """
-    cls = BUILTIN_INGESTERS.get(name)
-    if cls is not None:
-        return cls
-    if ":" not in name:
+    builtin = BUILTIN_INGESTERS.get(name)
+    if builtin is not None:
+        name = f"{__name__}.{builtin}"
+    elif ":" not in name:
         raise ClassLoadError(f"unknown ingester {name!r}: use one of "
                              f"{sorted(BUILTIN_INGESTERS)} or 'module.path:Class'")
     loaded = import_class(name)
@@ -64,3 +73,13 @@ def create_ingester(name: str, **settings: Any) -> Ingester:
     """Load ``name`` and build it with its settings (environment plus ``settings``)."""
     cls = ingester_class(name)
     return cls(settings=settings_class(cls)(**settings))
+
+
+def __getattr__(name: str) -> Any:
+    """The built-in classes and their settings as attributes (dranspose 0.2 exports them here)."""
+    if name in BUILTIN_INGESTERS:
+        return ingester_class(name)
+    ingester = name.removesuffix("Settings") + "Ingester"
+    if name.endswith("Settings") and ingester in BUILTIN_INGESTERS:
+        return settings_class(ingester_class(ingester))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
