@@ -1,0 +1,116 @@
+"""DECTRIS Eiger legacy stream ("Stream V1") over a ZeroMQ PULL socket.
+
+Events form as in dranspose 0.2: the header message (``dheader-1.0``) starts the series,
+each image message (``dimage-1.0``) is one event, the end message (``dseries_end-1.0``) ends
+it; every message is forwarded with all of its parts as received (``typ="EIGER_LEGACY"``).
+
+The framer decodes part 1 only (the small JSON header, msgspec), never an image.  Unlike 0.2,
+which forwarded any message whose part 1 validated, a header or image whose part count does
+not fit its kind (see ``middlewares.eiger_legacy``: 9/8 parts for ``header_detail="all"``,
+3/2 for ``"basic"``, 2/1 for ``"none"``, 5/4 for an image) is dropped and counted as
+malformed here: 0.2's ``parse`` would have failed on it in the worker.  A second header
+inside a running series is dropped and counted too (0.2 ignored it silently).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final, Literal
+
+import msgspec
+from pydantic import ValidationError
+
+from dranspose_fast.data.eiger_legacy import EigerLegacyImage
+from dranspose_fast.ingester import UpstreamSettings
+from dranspose_fast.ingester_framing import (
+    DATA,
+    END,
+    START,
+    Framed,
+    FramedIngester,
+    FramedSettings,
+    FrameError,
+    Framer,
+)
+from dranspose_fast.middlewares.eiger_legacy import IMAGE_PARTS, header_parts
+
+__all__ = [
+    "EigerLegacyFramer", "ZmqPullEigerLegacyIngester", "ZmqPullEigerLegacySettings",
+]
+
+TYP: Final = "EIGER_LEGACY"
+_decode = msgspec.json.decode
+
+
+class EigerLegacyFramer(Framer):
+    """One message is one event message; its kind comes from ``htype`` in part 1."""
+
+    typ: ClassVar[str] = TYP
+
+    def feed(self, frames: list[Any]) -> Sequence[Framed]:
+        if not frames:
+            raise FrameError("parts", "an empty message")
+        head = _json_head(frames[0])
+        if type(head) is not dict:
+            raise FrameError("part 1 (message header)",
+                             f"a JSON {type(head).__name__}, expected an object")
+        htype = head.get("htype")
+        n = len(frames)
+        if htype == "dimage-1.0":
+            if type(head.get("frame")) is not int:
+                _check_frame(frames[0])
+            if n not in IMAGE_PARTS:
+                raise FrameError("parts", f"an image has {n} parts, expected 5 (or 4)")
+            return ((DATA, frames),)
+        if htype == "dheader-1.0":
+            bare, full = header_parts(head)
+            if n != full and n != bare:
+                raise FrameError("parts", f"a header with header_detail="
+                                 f"{head.get('header_detail')!r} has {n} parts, expected {full}")
+            return ((START, frames),)
+        if htype == "dseries_end-1.0":
+            return ((END, frames),)
+        raise FrameError("part 1 field 'htype'", f"{htype!r} is no Eiger legacy message type")
+
+
+def _check_frame(frame: Any) -> None:
+    """0.2's lax rule for ``frame`` (``"3"`` is frame 3); FrameError if it fails."""
+    try:
+        EigerLegacyImage.model_validate_json(bytes(frame))
+    except ValidationError as exc:
+        raise FrameError("part 1 field 'frame'",
+                         exc.errors(include_url=False)[0]["msg"]) from None
+
+
+def _json_head(frame: Any) -> Any:
+    """Frame 0 as JSON: msgspec, or stdlib ``json`` for what 0.2 also read (NaN, Infinity)."""
+    try:
+        return _decode(frame)
+    except TypeError:
+        raise FrameError("part 1 (message header)",
+                         f"a {type(frame).__name__}, expected bytes") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        problem = str(exc)
+    try:
+        return json.loads(bytes(frame))
+    except (ValueError, RecursionError):
+        raise FrameError("part 1 (message header)", f"not valid JSON: {problem}") from None
+
+
+class ZmqPullEigerLegacySettings(FramedSettings):
+    """``UPSTREAM_URL`` (or ``UPSTREAM_URLS`` per stream): the detector's or the
+    streaming-receiver's PUSH port."""
+
+
+class ZmqPullEigerLegacyIngester(FramedIngester):
+    """Forwards Eiger legacy series (header, images, end) from PULL upstreams to the workers."""
+
+    framer_class: ClassVar[type[Framer]] = EigerLegacyFramer
+    socket_type: ClassVar[Literal["PULL", "SUB"]] = "PULL"
+    settings_class: ClassVar[type[UpstreamSettings]] = ZmqPullEigerLegacySettings
+
+    def __init__(self, settings: UpstreamSettings | None = None) -> None:
+        super().__init__(settings)
+        # 0.2's attribute, which subclasses read (e.g. for ``upstream_url``).
+        self._streaming_eiger_legacy_settings = self._upstream_settings

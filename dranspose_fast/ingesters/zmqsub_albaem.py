@@ -1,0 +1,109 @@
+"""ALBA electrometer (AlbaEM) stream over a ZeroMQ SUB socket.
+
+Events form as in dranspose 0.2: ``series-start`` starts the series, each ``data`` message is
+one event, ``series-end`` ends it; a message is forwarded as received (``typ="albaem"``).  A
+message is read as 0.2's ``AlbaemPacket`` reads it: a JSON object in frame 0 with
+``message_id`` (int), ``version`` 1, a known ``message_type``, and for ``data`` also
+``frame_number``, ``timestamp`` and ``acquisition_timestamp``; exactly typed fields are
+checked directly (msgspec), anything else goes through 0.2's pydantic rules.  A message that
+fails them is dropped and counted as malformed (0.2 logged and skipped it).  Frames after
+the first are forwarded untouched, as 0.2 did (the device sends one frame per message).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final, Literal
+
+import msgspec
+from pydantic import ValidationError
+
+from dranspose_fast.data.albaem import AlbaemBase, AlbaemData, AlbaemEnd, AlbaemStart
+from dranspose_fast.ingester import UpstreamSettings
+from dranspose_fast.ingester_framing import (
+    DATA,
+    END,
+    START,
+    Framed,
+    FramedIngester,
+    FramedSettings,
+    FrameError,
+    Framer,
+)
+
+__all__ = ["AlbaemFramer", "ZmqSubAlbaemIngester", "ZmqSubAlbaemSettings"]
+
+TYP: Final = "albaem"
+_decode = msgspec.json.decode
+_KINDS: Final = {"data": DATA, "series-start": START, "series-end": END}
+_MODELS: Final[dict[str, type[AlbaemBase]]] = {
+    "data": AlbaemData, "series-start": AlbaemStart, "series-end": AlbaemEnd,
+}
+
+
+class AlbaemFramer(Framer):
+    """One message is one event message; its kind comes from ``message_type``."""
+
+    typ: ClassVar[str] = TYP
+
+    def feed(self, frames: list[Any]) -> Sequence[Framed]:
+        if not frames:
+            raise FrameError("frames", "an empty message")
+        msg = _json_head(frames[0])
+        if type(msg) is not dict:
+            raise FrameError("frame 0", f"a JSON {type(msg).__name__}, expected an object")
+        mtype = msg.get("message_type")
+        kind = _KINDS.get(mtype) if type(mtype) is str else None
+        if kind is None or type(mtype) is not str:
+            raise FrameError("frame 0 field 'message_type'",
+                             f"{mtype!r}, expected 'series-start', 'data' or 'series-end'")
+        get = msg.get
+        version = get("version")
+        if not (type(get("message_id")) is int and type(version) is int and version == 1
+                and (kind != DATA or (type(get("frame_number")) is int
+                                      and type(get("timestamp")) in (float, int)
+                                      and type(get("acquisition_timestamp")) is int))):
+            _check(frames[0], mtype)
+        return ((kind, frames),)
+
+
+def _check(frame: Any, mtype: str) -> None:
+    """0.2's lax pydantic rules for a message not exactly typed; FrameError naming the field."""
+    try:
+        _MODELS[mtype].model_validate_json(bytes(frame))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise FrameError(f"frame 0 field {field!r}", err["msg"]) from None
+
+
+def _json_head(frame: Any) -> Any:
+    """Frame 0 as JSON: msgspec, or stdlib ``json`` for what 0.2 also read (NaN, Infinity)."""
+    try:
+        return _decode(frame)
+    except TypeError:
+        raise FrameError("frame 0", f"a {type(frame).__name__}, expected bytes") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        problem = str(exc)
+    try:
+        return json.loads(bytes(frame))
+    except (ValueError, RecursionError):
+        raise FrameError("frame 0", f"not valid JSON: {problem}") from None
+
+
+class ZmqSubAlbaemSettings(FramedSettings):
+    """``UPSTREAM_URL`` (or ``UPSTREAM_URLS`` per stream): the electrometer's PUB port."""
+
+
+class ZmqSubAlbaemIngester(FramedIngester):
+    """Forwards AlbaEM series (start, readings, end) from SUB upstreams to the workers."""
+
+    framer_class: ClassVar[type[Framer]] = AlbaemFramer
+    socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
+    settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubAlbaemSettings
+
+    def __init__(self, settings: UpstreamSettings | None = None) -> None:
+        super().__init__(settings)
+        # 0.2's attribute, which subclasses read (e.g. for ``upstream_url``).
+        self._streaming_albaem_settings = self._upstream_settings
