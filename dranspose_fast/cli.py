@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pydantic
 
@@ -19,7 +21,8 @@ from dranspose_fast.settings import CliSettings
 logger = logging.getLogger("dranspose_fast")
 
 #: Errors of user input: reported in one line with exit code 2, never as a traceback.
-USER_ERRORS = (DransposeFastError, FileNotFoundError, IsADirectoryError, PermissionError)
+#: (``OSError`` covers missing files and ports already in use.)
+USER_ERRORS = (DransposeFastError, OSError)
 
 
 def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,10 +110,32 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     p = sub.add_parser("ingester", help="an ingester: forwards one upstream stream to workers")
     p.add_argument("-c", "--ingesterclass", required=True,
-                   help="built-in name (ZmqPullSingleIngester, MultipartIngester) or module:Class")
+                   help="a built-in name (ZmqPullSingleIngester, ZmqSubXspressIngester, "
+                        "TcpPcapIngester, ...) or module:Class")
     p.add_argument("-u", "--upstream_url", default=None, help="upstream ZMQ URL (UPSTREAM_URL)")
     p.add_argument("-n", "--name", required=True, help="the stream name")
     p.add_argument("--url", default=None, help="ROUTER URL workers connect to (INGESTER_URL)")
+
+    p = sub.add_parser("http_ingester", help="an HTTP ingester app (e.g. Sardana) under uvicorn")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("-c", "--ingesterapp", required=True,
+                   help="the ASGI app, module:app (dranspose_fast.ingesters.http_sardana:app)")
+    p.add_argument("-p", "--port", type=int, default=5000, help="HTTP port (default 5000)")
+    p.add_argument("-n", "--name", required=True,
+                   help="the stream name (exported as INGESTER_STREAMS)")
+
+    p = sub.add_parser("combined", help="controller, reducer, two workers and a STINS ingester "
+                                        "in one process")
+    p.add_argument("--host", default="127.0.0.1", help="address of the HTTP servers")
+    p.add_argument("--port", type=int, default=5000, help="controller HTTP port (default 5000)")
+    p.add_argument("--reducer-port", type=int, default=5001,
+                   help="reducer HTTP port (default 5001)")
+    p.add_argument("-u", "--upstream_url", default="tcp://localhost:9999",
+                   help="STINS upstream of stream eiger (default tcp://localhost:9999)")
+    p.add_argument("--ingester-url", default=None,
+                   help="ROUTER URL workers connect to (default INGESTER_URL)")
+    p.add_argument("--reducer-url", default=None,
+                   help="ZMQ URL workers send results to (default REDUCER_URL)")
 
     p = sub.add_parser("local", help="a whole ensemble on this machine, as child processes")
     p.add_argument("--stream", action="append", default=[], metavar="NAME=URL",
@@ -137,15 +162,107 @@ def _redis_logging(name: str) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _require_redis() -> None:
+    """Fail in one line, before anything starts, when Redis cannot be reached."""
+    import redis
+
+    from dranspose_fast.settings import DistributedSettings
+
+    url = str(DistributedSettings().redis_dsn)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise DransposeFastError(f"cannot reach Redis at {url} (REDIS_URL): {exc}") from None
+    finally:
+        client.close()
+
+
+def _ignore_sigterm_after_uvicorn() -> None:
+    # uvicorn re-raises the signal that stopped it after its clean shutdown; a handler of
+    # ours turns that into a normal exit (code 0) instead of death by SIGTERM.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+
+def _run_http_ingester(args: argparse.Namespace) -> int:
+    """0.2's ``http_ingester``: uvicorn serving ``-c module:app`` for stream ``-n``."""
+    import uvicorn
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    from dranspose_fast.errors import ClassLoadError
+
+    os.environ["INGESTER_STREAMS"] = json.dumps([args.name])
+    try:
+        app = import_from_string(args.ingesterapp)
+    except ImportFromStringError as exc:
+        raise ClassLoadError(f"cannot load the ingester app: {exc}") from None
+    except Exception as exc:  # any error while importing user code
+        raise ClassLoadError(f"cannot import {args.ingesterapp!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    _require_redis()
+    _redis_logging(f"{args.name}-ingester")
+    _ignore_sigterm_after_uvicorn()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _run_combined(args: argparse.Namespace) -> int:
+    """0.2's ``combined``: every component but Redis in this process, until SIGTERM/SIGINT."""
+    from dranspose_fast import controller
+    from dranspose_fast.api.server import HttpThread
+    from dranspose_fast.ingesters.zmqpull_single import (
+        ZmqPullSingleIngester,
+        ZmqPullSingleSettings,
+    )
+    from dranspose_fast.protocol import StreamName, WorkerName
+    from dranspose_fast.reducer import Reducer, create_app
+    from dranspose_fast.settings import ReducerSettings, WorkerSettings
+    from dranspose_fast.worker_service import Worker
+
+    ingester_cfg: dict[str, object] = {"ingester_streams": [StreamName("eiger")],
+                                       "upstream_url": args.upstream_url}
+    if args.ingester_url:
+        ingester_cfg["ingester_url"] = args.ingester_url
+    reducer_cfg = {"reducer_url": args.reducer_url} if args.reducer_url else {}
+    ingester = ZmqPullSingleIngester(ZmqPullSingleSettings(**ingester_cfg))  # type: ignore[arg-type]
+    workers = [Worker(WorkerSettings(worker_name=WorkerName(f"worker{i}"))) for i in (1, 2)]
+    reducer = Reducer(ReducerSettings(**reducer_cfg))
+    _require_redis()
+    _redis_logging("combined")
+    started: list[Any] = []
+    http: HttpThread | None = None
+    try:
+        reducer.start()
+        started.append(reducer)
+        http = HttpThread(create_app(reducer), args.host, args.reducer_port).start()
+        ingester.start()
+        started.append(ingester)
+        for worker in workers:
+            worker.start()
+            started.append(worker)
+        _ignore_sigterm_after_uvicorn()
+        controller.run(host=args.host, port=args.port)
+    finally:
+        if http is not None:
+            http.stop()
+        for service in reversed(started):
+            service.close()
+    return 0
+
+
 def _run_service(args: argparse.Namespace) -> int:
     command = args.command
+    if command == "http_ingester":
+        return _run_http_ingester(args)
+    if command == "combined":
+        return _run_combined(args)
+    if command in ("controller", "reducer", "debugworker"):
+        _require_redis()
     if command == "controller":
         from dranspose_fast import controller
 
         _redis_logging("controller")
-        # uvicorn re-raises the signal that stopped it after its clean shutdown; a handler of
-        # ours turns that into a normal exit (code 0) instead of death by SIGTERM.
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        _ignore_sigterm_after_uvicorn()
         controller.run(host=args.host, port=args.port)
     elif command == "reducer":
         from dranspose_fast import reducer
@@ -163,6 +280,7 @@ def _run_service(args: argparse.Namespace) -> int:
         if args.workerclass:
             overrides["worker_class"] = args.workerclass
         worker = Worker(WorkerSettings(**overrides))
+        _require_redis()
         _redis_logging(worker.name)
         worker.serve()
     elif command == "debugworker":
@@ -182,6 +300,7 @@ def _run_service(args: argparse.Namespace) -> int:
         if args.url:
             settings["ingester_url"] = args.url
         ingester = create_ingester(args.ingesterclass, **settings)
+        _require_redis()
         _redis_logging(ingester.state.name)
         ingester.run()
     elif command == "local":

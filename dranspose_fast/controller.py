@@ -207,8 +207,11 @@ class Controller:
 
     # === mapping ===
 
-    def set_sequence(self, seq: MappingSequence) -> UUID4:
+    def set_sequence(self, seq: MappingSequence, require_workers: bool = True) -> UUID4:
         """Start a scan with ``seq``; returns its mapping uuid once every component has it.
+
+        ``require_workers=False`` (the Sardana hook, as in 0.2) starts it with fewer workers
+        than the map needs: events wait for workers that join later.
 
         Raises
         ------
@@ -224,7 +227,7 @@ class Controller:
                 logger.warning("refused a map: streams {%s} not available", names)
                 raise RequestError(400, f"streams {{{names}}} not available")
             need, have = seq.min_workers(), len(cfg.workers)
-            if have < need:
+            if have < need and require_workers:
                 logger.warning("refused a map: only %d workers available, but %d required",
                                have, need)
                 raise RequestError(400, f"only {have} workers available, but {need} required")

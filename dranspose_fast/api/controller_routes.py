@@ -156,7 +156,10 @@ def _mapping_routes(app: FastAPI) -> None:
 
     @app.post("/api/v1/sardana_hook", deprecated=True)
     def sardana_hook(ctrl: Ctrl, info: dict[StrictStr, Any]) -> UUID4 | str:
-        """A uniform map of ``scan.nb_points`` events over the listed, available streams."""
+        """A uniform map of ``scan.nb_points`` events over the listed, available streams.
+
+        As in 0.2 it needs no workers yet: the scan starts and waits for them.
+        """
         if "scan" not in info or not isinstance(info["scan"], dict):
             return "no scan info"
         if "nb_points" not in info["scan"]:
@@ -165,7 +168,7 @@ def _mapping_routes(app: FastAPI) -> None:
             return "streams required"
         streams = sorted(set(ctrl.configs().get_streams()) & set(map(str, info["streams"])))
         seq = MappingSequence.from_uniform(streams, info["scan"]["nb_points"], part="sardana")
-        return ctrl.set_sequence(seq)
+        return ctrl.set_sequence(seq, require_workers=False)
 
     @app.get("/api/v1/sequence")
     def get_sequence(ctrl: Ctrl) -> dict[str, Any]:
