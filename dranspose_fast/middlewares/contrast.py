@@ -138,6 +138,13 @@ def _validated(value: dict[Any, Any]) -> ContrastPacketType:
         packet: ContrastPacketType = ContrastPacket.validate_python(value)
     except ValidationError as exc:
         status = value.get("status")
+        if "status" not in value:
+            problems = "; ".join(
+                f"{err['loc'][0]} field {'.'.join(str(p) for p in err['loc'][1:])!r}: "
+                f"{err['msg']}" for err in exc.errors(include_url=False)[:6])
+            raise ContrastDecodeError(
+                f"contrast frame 0 has no field 'status' and fits no packet: {problems}"
+            ) from None
         cls = _CLASS_OF_STATUS.get(status) if isinstance(status, str) else None
         if cls is None:
             raise ContrastDecodeError(
