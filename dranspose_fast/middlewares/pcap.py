@@ -1,0 +1,142 @@
+"""Parser of PandA PCAP frames for workers: ``parse(data) -> PCAPStart | PCAPData | PCAPEnd``.
+
+The hot path is one ``msgspec`` JSON decode, exact type checks of the declared fields and a
+model built without re-validation; the captured fields stay as decoded (scalars for the rows
+the ingester sends, lists for an unsplit upstream block).  Messages whose fields are not of the
+exact type, and every ``series-start`` (its ``arm_time`` is a datetime), go through pydantic,
+so whatever dranspose 0.2 accepted is still accepted.  JSON that ``msgspec`` rejects but
+Python's ``json`` reads (``NaN``, ``Infinity``, numbers beyond a double) is read as 0.2 read it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import msgspec
+from pydantic import ValidationError
+
+from dranspose_fast._stins import new_model
+from dranspose_fast.data.pcap import (
+    PCAPData,
+    PCAPDecodeError,
+    PCAPEnd,
+    PCAPPacket,
+    PCAPStart,
+)
+from dranspose_fast.event import StreamData
+
+__all__ = ["PCAPDecodeError", "parse"]
+
+TYP: Final = "PCAP"
+_json_decode = msgspec.json.decode
+_DATA_FIELDS: Final = frozenset({"message_id", "version", "message_type", "frame_number"})
+_END_FIELDS: Final = frozenset({"message_id", "version", "message_type"})
+_KNOWN_TYPES: Final = ("series-start", "data", "series-end")
+
+
+def parse(data: StreamData) -> PCAPStart | PCAPData | PCAPEnd:
+    """Decode the single frame of one PCAP message.
+
+    Parameters
+    ----------
+    data : StreamData
+        ``typ="PCAP"`` with one frame (``bytes`` or ``zmq.Frame``) holding a JSON object.
+
+    Returns
+    -------
+    PCAPStart | PCAPData | PCAPEnd
+        By ``message_type``; captured fields are extras (``row.energy``).
+
+    Raises
+    ------
+    PCAPDecodeError
+        A ``DecodeError`` naming what is wrong: typ, frame count, invalid JSON (with its
+        position), a JSON value that is not an object, an unknown ``message_type``, or a
+        missing or mistyped field.
+    """
+    if data.typ != TYP:
+        raise PCAPDecodeError(f"PCAP parse got StreamData of typ {data.typ!r}, expected 'PCAP'")
+    frames = data.frames
+    if len(frames) != 1:
+        raise PCAPDecodeError(f"PCAP message has {len(frames)} frames, expected 1 (JSON)")
+    return packet_of(decode_object(frames[0]))
+
+
+def decode_object(frame: Any) -> dict[str, Any]:
+    """The JSON object in ``frame`` (``bytes``, ``zmq.Frame`` or another buffer).
+
+    Raises
+    ------
+    PCAPDecodeError
+        if the frame is not JSON or not an object.
+    """
+    try:
+        msg = _json_decode(frame)
+    except msgspec.DecodeError:
+        msg = _decode_leniently(frame)
+    except TypeError:
+        raise PCAPDecodeError(
+            f"PCAP frame 0 is a {type(frame).__name__}, expected bytes or zmq.Frame") from None
+    if type(msg) is not dict:
+        raise PCAPDecodeError(f"PCAP frame 0 is a JSON {type(msg).__name__}, expected an object")
+    return msg
+
+
+def _decode_leniently(frame: Any) -> Any:
+    """Python's ``json`` (as dranspose 0.2 read frames): accepts ``NaN`` and huge numbers."""
+    try:
+        return json.loads(bytes(frame))
+    except (ValueError, RecursionError) as exc:
+        raise PCAPDecodeError(f"PCAP frame 0 is not valid JSON: {exc}") from None
+
+
+def packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:
+    """The model of a decoded message (the dict is consumed: it may become the model's)."""
+    kind = msg.get("message_type")
+    if kind == "data":
+        if _exact_header(msg) and type(msg.get("frame_number")) is int:
+            fields = {"message_id": msg.pop("message_id"), "version": msg.pop("version"),
+                      "message_type": msg.pop("message_type"),
+                      "frame_number": msg.pop("frame_number")}
+            return new_model(PCAPData, fields, _DATA_FIELDS, None, msg)
+    elif kind == "series-end":
+        if _exact_header(msg):
+            fields = {"message_id": msg.pop("message_id"), "version": msg.pop("version"),
+                      "message_type": msg.pop("message_type")}
+            return new_model(PCAPEnd, fields, _END_FIELDS, None, msg)
+    elif kind != "series-start":
+        if kind is None:
+            raise PCAPDecodeError("PCAP message has no 'message_type' field")
+        raise PCAPDecodeError(f"PCAP field 'message_type' is {_short(kind)}, "
+                              f"expected one of {', '.join(map(repr, _KNOWN_TYPES))}")
+    return validated(msg)
+
+
+def _exact_header(msg: dict[str, Any]) -> bool:
+    version = msg.get("version")
+    return type(msg.get("message_id")) is int and type(version) is int and version == 1
+
+
+def validated(msg: Any) -> PCAPStart | PCAPData | PCAPEnd:
+    """Pydantic's verdict on a decoded message (the slow path, and 0.2's rules).
+
+    Raises
+    ------
+    PCAPDecodeError
+        naming the first field pydantic rejects.
+    """
+    try:
+        return PCAPPacket.validate_python(msg)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        kind = msg.get("message_type") if isinstance(msg, dict) else None
+        field = ".".join(loc[1:] if kind is not None and loc and loc[0] == kind else loc)
+        raise PCAPDecodeError(
+            f"PCAP {kind or 'message'!s}: field {field or '?'!r}: {err['msg']}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
