@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -276,6 +277,24 @@ def test_parse_matches_dranspose_02_field_by_field(
     assert theirs[2]["data"][2] > 0  # the capture has counts: the sums compare something
 
 
+DR02_DUMP_SCRIPT = '''
+import contextlib, io, json, sys
+from dranspose.middlewares.xspress import parse
+from dranspose.replay import get_internals
+res = []
+for msg in get_internals(sys.argv[1]):
+    data = msg.streams["xsp"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        p = parse(data)
+    out = {"event": msg.event_number, "cls": type(p).__name__, "frames": data.length}
+    if hasattr(p, "data"):
+        out["sum"] = int(p.data.sum())
+        out["dtc"] = p.meta["dtc"].tolist()
+    res.append(out)
+print(json.dumps(res))
+'''
+
+
 # === framer ===
 
 
@@ -436,8 +455,9 @@ def test_ingester_forwards_the_capture(harness: Harness, capture: list[list[byte
 
 
 def test_ingester_counts_malformed_messages_and_goes_on(
-    harness: Harness, capture: list[list[bytes]],
+    harness: Harness, capture: list[list[bytes]], caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="dranspose_fast")
     img = [capture[1 + 3 * i: 4 + 3 * i] for i in range(N_IMAGES)]
     bad_size = [img[5][0][0], b"\0" * 12, img[5][2][0]]
     messages = (
@@ -458,6 +478,10 @@ def test_ingester_counts_malformed_messages_and_goes_on(
                  what="the image after the end discarded")
     assert c.malformed == 7
     assert c.forwarded == 6
+    # One line for the first (the rest within the rate limit): stream, message number, problem.
+    lines = [r.getMessage() for r in caplog.records if "dropped message" in r.getMessage()]
+    assert lines[0] == ("stream xsp: dropped message 3: data before its series start "
+                        "(1 dropped since the last line)")
 
 
 class WrappingIngester(ZmqSubXspressIngester):
@@ -488,3 +512,46 @@ def test_user_subclass_wrapping_run_source(harness: Harness, capture: list[list[
 def test_safe_loads_reads_the_capture_meta(capture: list[list[bytes]]) -> None:
     values = safe_loads(capture[3][0])
     assert isinstance(values, list) and len(values) == 8
+
+
+def test_dump_of_the_capture_reads_in_dranspose_02(
+    harness: Harness, capture: list[list[bytes]], dr02: str, tmp_path: Path
+) -> None:
+    """Our ingester's dump of the legacy capture: 0.2's replay reader and parse read it."""
+    from dranspose_fast.dump import read_dump
+
+    path = tmp_path / "xspress.cbors"
+    sender = CaptureSender("PUB")
+    try:
+        ing = harness.ingester(ZmqSubXspressIngester, ["xsp"], upstream_url=sender.url,
+                               dump_path=str(path))
+        w0 = harness.worker("w0", ing)
+        uid = harness.start_scan(["xsp"], ing)
+        harness.assign(uid, 0, [[1]] * (N_IMAGES + 2), ["w0"])
+        sender.send(capture)
+        w0.receive(N_IMAGES + 2)
+        harness.update(["xsp"], uid=uid, finished=True)
+        wait_for(lambda: ing._scan is not None and ing._scan.finished
+                 and ing._scan.dumper is None, what="dump closed")
+    finally:
+        sender.close()
+    records = list(read_dump(path))
+    assert [len(r.streams["xsp"].frames) for r in records] == [1] + [3] * N_IMAGES + [1]
+    script = tmp_path / "dump02.py"
+    script.write_text(DR02_DUMP_SCRIPT)
+    res = subprocess.run([dr02, str(script), str(path)], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    theirs = json.loads(res.stdout)
+    ours = []
+    for r in records:
+        p = parse(r.streams["xsp"])
+        out: dict[str, Any] = {"event": r.event_number, "cls": type(p).__name__,
+                               "frames": len(r.streams["xsp"].frames)}
+        if isinstance(p, XspressImage):
+            out["sum"] = int(p.data.sum())  # type: ignore[attr-defined]
+            out["dtc"] = p.meta["dtc"].tolist()  # type: ignore[attr-defined]
+        ours.append(out)
+    assert ours == theirs
+    assert [t["cls"] for t in theirs] == ["XspressStart"] + ["XspressImage"] * N_IMAGES + [
+        "XspressEnd"]
