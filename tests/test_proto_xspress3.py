@@ -295,6 +295,32 @@ print(json.dumps(res))
 '''
 
 
+DR02_INGEST_SCRIPT = '''
+import asyncio, sys
+import zmq.asyncio
+from dranspose.event import InternalWorkerMessage
+from dranspose.ingester import Dumper
+from dranspose.ingesters.zmqsub_xspress3 import ZmqSubXspressIngester, ZmqSubXspressSettings
+url, path = sys.argv[1], sys.argv[2]
+async def main():
+    ing = ZmqSubXspressIngester(ZmqSubXspressSettings(
+        upstream_url=url, ingester_streams=["xsp"], ingester_url="tcp://127.0.0.1:1",
+        build_meta_file=None))
+    ing.ctx = zmq.asyncio.Context()
+    dumper = Dumper(path)
+    n = 0
+    async for data in ing.run_source("xsp"):
+        dumper.write_dump(InternalWorkerMessage(event_number=n, streams={"xsp": data.get_bytes()}))
+        n += 1
+        if data.length == 1 and b"series_end" in data.frames[0].bytes:
+            break
+    dumper.close()
+    await ing.stop_source("xsp")
+    print(n)
+asyncio.run(main())
+'''
+
+
 # === framer ===
 
 
@@ -555,3 +581,33 @@ def test_dump_of_the_capture_reads_in_dranspose_02(
     assert ours == theirs
     assert [t["cls"] for t in theirs] == ["XspressStart"] + ["XspressImage"] * N_IMAGES + [
         "XspressEnd"]
+
+
+def test_dump_of_dranspose_02_ingester_reads_here(
+    capture: list[list[bytes]], dr02: str, tmp_path: Path
+) -> None:
+    """0.2's own ingester (its run_source, driven by a script in its venv) dumps the capture;
+    our reader and parse read the dump as the messages our framer forms."""
+    from dranspose_fast.dump import read_dump
+
+    path = tmp_path / "xspress02.cbors"
+    script = tmp_path / "ingest02.py"
+    script.write_text(DR02_INGEST_SCRIPT)
+    sender = CaptureSender("PUB")
+    try:
+        proc = subprocess.Popen([dr02, str(script), sender.url, str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sender.send(capture)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        sender.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert out.strip() == str(N_IMAGES + 2)
+    records = list(read_dump(path))
+    framer = XspressFramer()
+    formed = [f for frames in capture for _k, f in framer.feed(frames)]
+    assert [[as_bytes(f) for f in r.streams["xsp"].frames] for r in records] == [
+        [as_bytes(f) for f in m] for m in formed]
+    for r, m in zip(records, formed, strict=True):
+        assert r.streams["xsp"].typ == "xspress"
+        assert _summary(parse(r.streams["xsp"])) == _summary(parse(sd(m)))
