@@ -10,13 +10,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from dranspose_fast import __version__
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.settings import CliSettings
+
+if TYPE_CHECKING:
+    from dranspose_fast.ingester import Ingester
 
 logger = logging.getLogger("dranspose_fast")
 
@@ -219,6 +222,7 @@ def _run_combined(args: argparse.Namespace) -> int:
     from dranspose_fast.settings import ReducerSettings, WorkerSettings
     from dranspose_fast.worker_service import Worker
 
+    _require_redis()
     ingester_cfg: dict[str, object] = {"ingester_streams": [StreamName("eiger")],
                                        "upstream_url": args.upstream_url}
     if args.ingester_url:
@@ -227,7 +231,6 @@ def _run_combined(args: argparse.Namespace) -> int:
     ingester = ZmqPullSingleIngester(ZmqPullSingleSettings(**ingester_cfg))  # type: ignore[arg-type]
     workers = [Worker(WorkerSettings(worker_name=WorkerName(f"worker{i}"))) for i in (1, 2)]
     reducer = Reducer(ReducerSettings(**reducer_cfg))
-    _require_redis()
     _redis_logging("combined")
     started: list[Any] = []
     http: HttpThread | None = None
@@ -248,6 +251,19 @@ def _run_combined(args: argparse.Namespace) -> int:
         for service in reversed(started):
             service.close()
     return 0
+
+
+def build_ingester(args: argparse.Namespace) -> Ingester:
+    """The ingester ``dranspose-fast ingester`` runs: the class ``-c`` with its settings
+    (the environment, then ``-n`` as the one stream, ``-u`` and ``--url``)."""
+    from dranspose_fast.ingesters import create_ingester
+
+    settings: dict[str, object] = {"ingester_streams": [args.name]}
+    if args.upstream_url:
+        settings["upstream_url"] = args.upstream_url
+    if args.url:
+        settings["ingester_url"] = args.url
+    return create_ingester(args.ingesterclass, **settings)
 
 
 def _run_service(args: argparse.Namespace) -> int:
@@ -292,14 +308,7 @@ def _run_service(args: argparse.Namespace) -> int:
         debug_worker.run(host=args.host, port=args.port,
                          settings=debug_worker.DebugWorkerSettings())
     elif command == "ingester":
-        from dranspose_fast.ingesters import create_ingester
-
-        settings: dict[str, object] = {"ingester_streams": [args.name]}
-        if args.upstream_url:
-            settings["upstream_url"] = args.upstream_url
-        if args.url:
-            settings["ingester_url"] = args.url
-        ingester = create_ingester(args.ingesterclass, **settings)
+        ingester = build_ingester(args)
         _require_redis()
         _redis_logging(ingester.state.name)
         ingester.run()
