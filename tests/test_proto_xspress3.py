@@ -31,10 +31,9 @@ from dranspose_fast.data.xspress3 import (
     XspressStart,
 )
 from dranspose_fast.event import StreamData
-from dranspose_fast.helpers.safe_pickle import loads as safe_loads
 from dranspose_fast.ingester import IsSoftwareTriggered
 from dranspose_fast.ingester_framing import DATA, END, START, FrameError
-from dranspose_fast.ingesters import ingester_class
+from dranspose_fast.ingesters import ingester_class, settings_class
 from dranspose_fast.ingesters.zmqsub_xspress3 import (
     XspressFramer,
     ZmqSubXspressIngester,
@@ -535,9 +534,13 @@ def test_user_subclass_wrapping_run_source(harness: Harness, capture: list[list[
     assert ZmqSubXspressIngester.settings_class is ZmqSubXspressSettings
 
 
-def test_safe_loads_reads_the_capture_meta(capture: list[list[bytes]]) -> None:
-    values = safe_loads(capture[3][0])
-    assert isinstance(values, list) and len(values) == 8
+def test_settings_from_the_environment_as_in_02(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_URL", "tcp://127.0.0.1:9999")
+    monkeypatch.setenv("INGESTER_STREAMS", '["xspress"]')
+    cls = ingester_class("ZmqSubXspressIngester")
+    cfg = settings_class(cls)()
+    assert type(cfg) is ZmqSubXspressSettings
+    assert str(cfg.upstream_url) == "tcp://127.0.0.1:9999" and cfg.ingester_streams == ["xspress"]
 
 
 def test_dump_of_the_capture_reads_in_dranspose_02(
