@@ -194,7 +194,7 @@ def test_parse_the_events_of_the_capture(as_frames: bool) -> None:
             assert array.shape == (1, 8002) and array.dtype == np.float64
             # A view of the received frame, not a copy.
             assert not array.flags.owndata
-            raw = wire.buffer if as_frames else wire
+            raw = wire.buffer if isinstance(wire, zmq.Frame) else wire
             assert np.shares_memory(array, np.frombuffer(raw, np.uint8))
             np.testing.assert_array_equal(array.ravel(), np.frombuffer(as_bytes(wire), "<f8"))
         assert seq.timestamps == [[seq.meta[0].ts], [seq.meta[1].ts]]
