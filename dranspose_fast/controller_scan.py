@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import numpy as np
 import numpy.typing as npt
 from pydantic import UUID4, BaseModel
@@ -523,20 +524,36 @@ def write_scan_dumps(
     prefix: str, uid: UUID4, sequence_json: dict[str, Any],
     params: dict[ParameterName, WorkParameter],
 ) -> tuple[str, str]:
-    """Write a scan's mapping (``{prefix}mapping-{uuid}.json``) and parameters (JSON, or CBOR
-    when a value is not text) as dranspose 0.2 does; returns the two paths.
+    """Write a scan's mapping (``{prefix}mapping-{uuid}.json``) and parameters as dranspose 0.2
+    does; returns the two paths.
+
+    The parameters go to ``parameters-{uuid}.json`` (``data`` as text) when every value is
+    NUL-free UTF-8, else to ``parameters-{uuid}.cbor``, where, as in 0.2, the text values are
+    still CBOR text and only the others are byte strings.
 
     Raises ``OSError`` when a file cannot be written.
     """
     mapping_file = f"{prefix}mapping-{uid}.json"
-    binary = any(b"\x00" in p.data for p in params.values())
-    if not binary:
-        try:
-            for p in params.values():
-                p.data.decode("utf8")
-        except UnicodeDecodeError:
-            binary = True
+    texts = {name: _as_text(p.data) for name, p in params.items()}
+    binary = any(text is None for text in texts.values())
     param_file = f"{prefix}parameters-{uid}.{'cbor' if binary else 'json'}"
     Path(mapping_file).write_text(json.dumps(sequence_json))
-    dump_parameter_file(params, param_file)
+    if binary:
+        records = [
+            {"name": name, "data": params[name].data if text is None else text}
+            for name, text in sorted(texts.items())
+        ]
+        Path(param_file).write_bytes(cbor2.dumps(records))
+    else:
+        dump_parameter_file(params, param_file)
     return mapping_file, param_file
+
+
+def _as_text(data: bytes) -> str | None:
+    """``data`` as text if it is NUL-free UTF-8 (0.2's test for a text parameter), else None."""
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf8")
+    except UnicodeDecodeError:
+        return None

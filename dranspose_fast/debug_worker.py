@@ -85,9 +85,12 @@ def create_app(worker: DebugWorker | None = None) -> FastAPI:
     if worker is not None:
         holder["w"] = worker
 
+    owned = "w" not in holder
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = "w" not in holder
+        # Every startup of an app that owns its service builds a fresh one (the last one was
+        # closed by the shutdown before), so a second server on the same app runs one too.
         if owned:
             holder["w"] = DebugWorker()
             holder["w"].start()
@@ -95,7 +98,7 @@ def create_app(worker: DebugWorker | None = None) -> FastAPI:
             yield
         finally:
             if owned:
-                holder["w"].close()
+                holder.pop("w").close()
 
     app = FastAPI(title="dranspose-fast debug worker", lifespan=lifespan)
 

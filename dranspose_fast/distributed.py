@@ -110,6 +110,9 @@ class Service:
         self.redis = connect(settings)
         self.stop_event = threading.Event()
         self.parameters: dict[ParameterName, WorkParameter] = {}
+        # Published from the start, as in 0.2: the hash of the parameters held (none yet), so
+        # /api/v1/config shows every component's parameter version before any scan or update.
+        self.state.parameters_hash = parameters_hash(self.parameters)
         self.descriptions: dict[ParameterName, ParameterBase] = {}
         self.update: ControllerUpdate | None = None
         self.redis_run_id: str | None = None
@@ -310,6 +313,11 @@ class Service:
                 return False
             time.sleep(0.01)
         return True
+
+
+#: 0.2's name for the base of the ingester, worker and reducer services.  Ours runs threads,
+#: not asyncio: ``run()`` and ``close()`` are plain methods (docs/compatibility.md).
+DistributedService = Service
 
 
 class AssignmentReader:

@@ -13,7 +13,7 @@ import uuid
 from enum import Enum
 from typing import Annotated, NewType
 
-from pydantic import UUID4, BaseModel, Field, UrlConstraints
+from pydantic import UUID4, BaseModel, Field, TypeAdapter, UrlConstraints
 from pydantic_core import Url
 
 ZmqUrl = Annotated[Url, UrlConstraints(allowed_schemes=["tcp", "ipc", "inproc"])]
@@ -68,6 +68,14 @@ class WorkAssignment(BaseModel):
         return {w for workers in self.assignments.values() for w in workers}
 
 
+#: Validates a JSON list of assignments (0.2 name).
+WorkAssignmentList: TypeAdapter[list[WorkAssignment]] = TypeAdapter(list[WorkAssignment])
+
+
+class ProtocolException(Exception):
+    """0.2's name for a protocol violation; kept so user code that catches it imports."""
+
+
 class DistributedStateEnum(Enum):
     READY = "ready"
     IDLE = "idle"
@@ -117,3 +125,27 @@ class ReducerState(DistributedState):
     url: ZmqUrl
 
 
+class EnsembleState(BaseModel):
+    """What ``GET /api/v1/config`` answers: every live component's published state.
+
+    Validate the controller's JSON with it (``EnsembleState.model_validate(r.json())``), as 0.2
+    clients do; the components' extra counters are ignored here.
+    """
+
+    ingesters: list[IngesterState]
+    workers: list[WorkerState]
+    reducer: ReducerState | None
+    controller_version: str | None = None
+    parameters_version: dict[ParameterName, UUID4] = {}
+    parameters_hash: HashDigest | None = None
+
+    def get_streams(self) -> list[StreamName]:
+        """Streams some ingester offers and every worker is connected to (sorted)."""
+        streams = {s for i in self.ingesters for s in i.streams}
+        for worker in self.workers:
+            streams &= {s for i in worker.ingesters for s in i.streams}
+        return sorted(streams)
+
+    def get_workers(self) -> list[WorkerName]:
+        """The names of the live workers."""
+        return [w.name for w in self.workers]

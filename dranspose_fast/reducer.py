@@ -371,9 +371,12 @@ def create_app(reducer: Reducer | None = None) -> FastAPI:
     if reducer is not None:
         holder["r"] = reducer
 
+    owned = "r" not in holder
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = "r" not in holder
+        # Every startup of an app that owns its service builds a fresh one (the last one was
+        # closed by the shutdown before), so a second server on the same app runs one too.
         if owned:
             holder["r"] = Reducer()
             holder["r"].start()
@@ -381,7 +384,7 @@ def create_app(reducer: Reducer | None = None) -> FastAPI:
             yield
         finally:
             if owned:
-                holder["r"].close()
+                holder.pop("r").close()
 
     app = FastAPI(title="dranspose-fast reducer", lifespan=lifespan)
 

@@ -26,7 +26,12 @@ from pydantic_core import Url
 
 from dranspose_fast import __version__
 from dranspose_fast.errors import DumpError
-from dranspose_fast.event import EventData, StreamData, _make_event_data
+from dranspose_fast.event import (
+    EventData,
+    InternalWorkerMessage,
+    StreamData,
+    _make_event_data,
+)
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.parameters import load_parameter_file
 from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState
@@ -86,6 +91,21 @@ class ReplayReport:
 
 
 # === Inputs ===
+
+
+def get_internals(filename: str | os.PathLike[str]) -> Iterator[InternalWorkerMessage]:
+    """The records of one dump file, in file order (0.2's name; see ``dump.read_dump``).
+
+    Raises
+    ------
+    FileNotFoundError
+        if the file does not exist.
+    DumpError
+        for a truncated or malformed record, after every complete record before it.
+    """
+    from dranspose_fast.dump import read_dump
+
+    return read_dump(filename)
 
 
 def open_inputs(

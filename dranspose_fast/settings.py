@@ -5,6 +5,7 @@ Timing intervals are settings too (``DFAST_*``), so tests run them short.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import string
@@ -67,6 +68,12 @@ class IngesterSettings(DistributedSettings):
     ingester_name: IngesterName = IngesterName("")
     ingester_url: ZmqUrl = Url("tcp://localhost:10000")
     dump_path: str | None = None
+
+    @field_validator("dump_path", mode="before")
+    @classmethod
+    def _fspath(cls, value: object) -> object:
+        """0.2 accepts ``dump_path=Path(...)``; kept as text here."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="after")
     def _default_name(self) -> IngesterSettings:

@@ -125,11 +125,17 @@ def run_pool_worker(
         ctx.term()
 
 
-# The networked worker lives in its own module (sockets, threads, Redis); re-exported here so
-# ``dranspose_fast.worker.Worker`` is where 0.2 users and the CLI look for it.
+class RedisException(Exception):
+    """0.2's name (it never raised it either); kept so user code that catches it imports."""
+
+
+# The networked worker lives in its own module (sockets, threads, Redis) and its settings with
+# the other settings; re-exported here, where 0.2 users and the CLI look for them
+# (``from dranspose.worker import Worker, WorkerSettings``).
+from dranspose_fast.settings import WorkerSettings, random_worker_name  # noqa: E402
 from dranspose_fast.worker_service import Worker, WorkerServiceState  # noqa: E402
 
 __all__ = [
-    "BatchWorker", "SharedTickClock", "Worker", "WorkerServiceState", "new_shared_tick",
-    "run_pool_worker",
+    "BatchWorker", "RedisException", "SharedTickClock", "Worker", "WorkerServiceState",
+    "WorkerSettings", "new_shared_tick", "random_worker_name", "run_pool_worker",
 ]

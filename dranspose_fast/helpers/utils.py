@@ -1,15 +1,22 @@
-"""Loading user classes and hashing parameter versions."""
+"""Loading user classes, hashing parameter versions, and 0.2's asyncio task helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
+
+__all__ = ["cancel_and_wait", "done_callback", "import_class", "parameters_hash"]
+
+logger = logging.getLogger(__name__)
 
 
 def import_class(path: str) -> type:
@@ -46,3 +53,39 @@ def parameters_hash(parameters: Mapping[ParameterName, WorkParameter]) -> HashDi
     for name in sorted(parameters):
         digest.update(parameters[name].uuid.bytes)
     return HashDigest(digest.hexdigest())
+
+
+# === asyncio helpers (0.2 names; our services use threads, user code may still use asyncio) ===
+
+
+def done_callback(futr: asyncio.Future[Any]) -> None:
+    """``task.add_done_callback(done_callback)``: log a background task that crashed.
+
+    A task that was cancelled or finished normally is silent; an exception is logged with its
+    traceback instead of being lost with the task (as in 0.2).
+    """
+    if futr.cancelled():
+        return
+    exc = futr.exception()
+    if exc is not None:
+        logger.error("background task crashed: %r", exc, exc_info=exc)
+
+
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has really stopped.
+
+    The task's own ``CancelledError`` (and a ``StopIteration`` of a generator-driven task) is
+    swallowed; any other exception it raises while stopping is logged, not raised, as in 0.2.
+    Cancelling the caller itself still propagates.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we were cancelled ourselves, not only the task we waited for
+    except StopIteration:
+        pass
+    except Exception as exc:
+        logger.error("task raised while being cancelled: %r", exc)
