@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import zmq
 
+from dranspose_fast._batch import construct
 from dranspose_fast.data.positioncap import (
     INTEGER_TYPES,
     PositionCapDecodeError,
@@ -33,19 +34,9 @@ __all__ = ["PositionCapDecodeError", "PositioncapParser"]
 
 TYP: Final = "PCAP_RAW"
 _ARM: Final = "arm_time: "
-_setattr = object.__setattr__
-_new = object.__new__
 _Convert = Callable[[str], int | float]
-
-
-def _model(cls: Any, values: dict[str, Any], fields_set: set[str]) -> Any:
-    """A plain (no extras) pydantic model from checked values, without validation."""
-    obj = _new(cls)
-    _setattr(obj, "__dict__", values)
-    _setattr(obj, "__pydantic_fields_set__", fields_set)
-    _setattr(obj, "__pydantic_extra__", None)
-    _setattr(obj, "__pydantic_private__", None)
-    return obj
+_FIELD_SET: Final = frozenset({"name", "type", "value"})
+_NOTHING_SET: Final = frozenset[str]()
 
 
 def _converter(typ: str) -> _Convert | None:
@@ -155,6 +146,6 @@ class PositioncapParser:
             except ValueError:
                 raise PositionCapDecodeError(
                     f"PCAP_RAW row: field {name!r}: {value[:40]!r} is not a {typ}") from None
-            out[name] = _model(PositionCapField, {"name": name, "type": typ, "value": number},
-                               {"name", "type", "value"})
-        return _model(PositionCapValues, {"fields": out}, set())  # type: ignore[no-any-return]
+            out[name] = construct(PositionCapField, {"name": name, "type": typ, "value": number},
+                                  _FIELD_SET)
+        return construct(PositionCapValues, {"fields": out}, _NOTHING_SET)
