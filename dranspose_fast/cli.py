@@ -384,8 +384,18 @@ def _one_line(exc: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv``) and run the command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        code = _setup_logging()
+        if code == 0:
+            parser.print_help()
+        return code
+    return execute(args)
+
+
+def _setup_logging() -> int:
     try:
         level = CliSettings().log_level
     except pydantic.ValidationError as exc:
@@ -395,9 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command is None:
-        parser.print_help()
-        return 0
+    return 0
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the parsed command ``args.command``; bad input is one line on stderr, exit code 2."""
+    code = _setup_logging()
+    if code:
+        return code
     try:
         if args.command == "replay":
             return _run_replay(args)
@@ -413,5 +428,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+# === dranspose 0.2's module API: one function per command, taking the parsed arguments ===
+
+
+def create_parser() -> argparse.ArgumentParser:
+    """0.2's name of ``build_parser``."""
+    return build_parser()
+
+
+def _command(name: str, args: argparse.Namespace) -> None:
+    """Run command ``name`` with ``args`` (missing flags take their defaults); exit on error."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    full = argparse.Namespace(command=name)
+    for action in sub.choices[name]._actions:
+        if action.dest != "help":
+            setattr(full, action.dest, action.default)
+    vars(full).update({k: v for k, v in vars(args).items() if v is not None})
+    code = execute(full)
+    if code:
+        sys.exit(code)
+
+
+def controller(args: argparse.Namespace) -> None:
+    """``dranspose-fast controller``."""
+    _command("controller", args)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """``dranspose-fast worker``."""
+    _command("worker", args)
+
+
+def ingester(args: argparse.Namespace) -> None:
+    """``dranspose-fast ingester``."""
+    _command("ingester", args)
+
+
+def reducer(args: argparse.Namespace) -> None:
+    """``dranspose-fast reducer``."""
+    _command("reducer", args)
+
+
+def http_ingester(args: argparse.Namespace) -> None:
+    """``dranspose-fast http_ingester``."""
+    _command("http_ingester", args)
+
+
+def debugworker(args: argparse.Namespace) -> None:
+    """``dranspose-fast debugworker``."""
+    _command("debugworker", args)
+
+
+def combined(args: argparse.Namespace) -> None:
+    """``dranspose-fast combined``."""
+    _command("combined", args)
+
+
+def replay(args: argparse.Namespace) -> None:
+    """``dranspose-fast replay``."""
+    _command("replay", args)
+
+
+def run() -> None:
+    """The console entry point of 0.2: ``main()`` and exit with its code."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -202,3 +202,27 @@ def test_ingester_flags_reach_the_settings(name: str, redis_url: str,
             assert str(getattr(settings, field)).rstrip("/") == upstream
     finally:
         ingester.close()
+
+
+# === 0.2's module API: one function per command ===
+
+
+def test_command_functions_take_0_2_namespaces(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    monkeypatch.setenv("REDIS_URL", UNREACHABLE)
+    monkeypatch.delenv("INGESTER_STREAMS", raising=False)  # http_ingester exports it
+    args = cli.create_parser().parse_args(["combined"])
+    with pytest.raises(SystemExit) as info:
+        cli.combined(args)
+    assert info.value.code == 2
+    assert "combined: error: cannot reach Redis" in capsys.readouterr().err
+    # a namespace as 0.2's parser makes it: flags this CLI added take their defaults
+    with pytest.raises(SystemExit) as info:
+        cli.http_ingester(argparse.Namespace(ingesterapp="no_such_module:app", name="s",
+                                             host=None, port=None))
+    assert info.value.code == 2
+    assert "cannot load the ingester app" in capsys.readouterr().err
+    for name in ("controller", "worker", "ingester", "reducer", "debugworker", "replay", "run"):
+        assert callable(getattr(cli, name))
