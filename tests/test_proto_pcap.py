@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,31 @@ def test_malformed_messages_are_counted_and_the_ingester_goes_on(harness: Harnes
     c = wait_for(lambda: (c := ing.counter_values()).malformed == len(bad) + 15 and c,
                  what="malformed counted")
     assert c.forwarded == n
+
+
+class WrappingIngester(ZmqSubPCAPIngester):
+    """A 0.2-style user subclass: its own run_source around the built-in one."""
+
+    async def run_source(self, stream: StreamName) -> AsyncGenerator[Any, None]:
+        async for data in super().run_source(stream):
+            yield data
+
+
+def test_user_subclass_gets_the_same_rows_on_the_generator_path(harness: Harness) -> None:
+    messages = read_capture(CAPTURE)
+    sender = CaptureSender("PUB")
+    try:
+        ing = harness.ingester(WrappingIngester, ["pcap"], upstream_url=sender.url)
+        assert ing.direct_source(StreamName("pcap")) is None
+        w0 = harness.worker("w0", ing)
+        uid = harness.start_scan(["pcap"], ing)
+        harness.assign(uid, 0, [[1]] * 1502, ["w0"])
+        sender.send_in_thread(messages)
+        got = w0.receive(1502)
+    finally:
+        sender.close()
+    frames = [as_bytes(s[StreamName("pcap")].frames[0]) for _e, s in got]
+    assert frames == [as_bytes(out[0]) for _k, out in our_rows(messages)]
 
 
 def enc_msgs(msg: Any) -> list[bytes]:
