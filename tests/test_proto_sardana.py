@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +30,8 @@ from dranspose_fast.data.sardana import (
     SardanaRecordData,
     SardanaRecordEnd,
 )
-from dranspose_fast.errors import DecodeError
+from dranspose_fast.dump import read_dump
+from dranspose_fast.errors import DecodeError, DumpError
 from dranspose_fast.event import EventData, ResultData, StreamData
 from dranspose_fast.middlewares.sardana import SardanaDecodeError, parse
 from dranspose_fast.protocol import StreamName
@@ -200,12 +204,43 @@ def test_a_second_asgi_startup_starts_a_fresh_ingester(
     client.close()
 
 
-def spawn_http_ingester(ens: Ensemble, stream: str = "sardana") -> str:
+def spawn_http_ingester(ens: Ensemble, stream: str = "sardana", **env: str) -> str:
     port = free_port()
     ens.spawn(f"{stream}-ingester",
               ["http_ingester", "-c", APP, "-n", stream, "-p", str(port)],
-              INGESTER_URL=f"tcp://127.0.0.1:{free_port()}")
+              INGESTER_URL=f"tcp://127.0.0.1:{free_port()}", **env)
     return f"http://127.0.0.1:{port}"
+
+
+DR02_READ_DUMP = """
+import json, sys
+from dranspose.replay import get_internals
+from dranspose.middlewares.sardana import parse
+out = []
+for msg in get_internals(sys.argv[1]):
+    p = parse(msg.streams["sardana"])
+    out.append([msg.event_number, p.type, getattr(p, "point_nb", None)])
+print(json.dumps(out))
+"""
+
+
+def dr02_python() -> str | None:
+    """dranspose 0.2's python (``DRANSPOSE02_PYTHON``); under ``CI=true`` it must exist."""
+    python = os.environ.get("DRANSPOSE02_PYTHON", "")
+    if python and os.access(python, os.X_OK):
+        return python
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but DRANSPOSE02_PYTHON is no dranspose 0.2 python")
+    return None
+
+
+def dumped(path: Path) -> list[list[Any]]:
+    """(event, type, point_nb) of every record of our dump, parsed here."""
+    out = []
+    for msg in read_dump(path):
+        packet = parse(msg.streams[StreamName("sardana")])
+        out.append([msg.event_number, packet.type, getattr(packet, "point_nb", None)])
+    return out
 
 
 def test_bad_bodies_are_422_naming_the_field(ens: Ensemble) -> None:
@@ -247,10 +282,11 @@ def check_scan(ens: Ensemble, n: int, serialno: int, workers: set[str]) -> None:
         assert (rec["type"], rec["point_nb"]) == ("RecordData", i)
 
 
-def test_sardana_scans_end_to_end(ens: Ensemble) -> None:
+def test_sardana_scans_end_to_end(ens: Ensemble, tmp_path: Path) -> None:
+    dump = tmp_path / "sardana.cbors"
     ens.controller()
     ens.reducer("tests.test_proto_sardana:SardanaReducer")
-    url = spawn_http_ingester(ens)
+    url = spawn_http_ingester(ens, DUMP_PATH=str(dump))
     ens.wait("the reducer and the sardana stream",
              lambda: "sardana" in ens.get("/api/v1/streams").json()
              and ens.get("/api/v1/config").json()["reducer"] is not None)
@@ -282,6 +318,24 @@ def test_sardana_scans_end_to_end(ens: Ensemble) -> None:
     config = ens.get("/api/v1/config").json()
     (ingester,) = config["ingesters"]
     assert ingester["streams"] == ["sardana"]
+    # the dump (both scans, appended) as 0.2 reads it
+    expected = [[0, "DataDescription", None], *[[i + 1, "RecordData", i] for i in range(5)],
+                [6, "RecordEnd", None], [0, "DataDescription", None],
+                *[[i + 1, "RecordData", i] for i in range(7)], [8, "RecordEnd", None]]
+
+    def complete() -> bool:  # the ingester closes (flushes) the dump when it sees the end
+        try:
+            return dumped(dump) == expected
+        except (DumpError, EOFError):  # a record cut short by the write buffer
+            return False
+
+    ens.wait("the dump of both scans", complete)
+    python = dr02_python()
+    if python is not None:
+        res = subprocess.run([python, "-c", DR02_READ_DUMP, str(dump)], capture_output=True,
+                             text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout) == expected
     ens.wait("the dropped posts to be counted", lambda: any(
         i["counters"]["discarded_outside_scan"] >= 2
         for i in ens.get("/api/v1/config").json()["ingesters"]))
