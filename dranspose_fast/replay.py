@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic_core import Url
 
 from dranspose_fast import __version__
@@ -34,7 +35,7 @@ from dranspose_fast.event import (
 )
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.parameters import load_parameter_file
-from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState
+from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState, WorkParameter
 from dranspose_fast.replay_dispatch import Dispatcher, MapDispatcher, SpreadDispatcher
 from dranspose_fast.usercode import (
     Parameters,
@@ -50,6 +51,9 @@ from dranspose_fast.usercode import (
 logger = logging.getLogger(__name__)
 
 Streams = dict[str, StreamData]
+
+#: Validates a list of ``{"name", "data"}`` parameter records (0.2's name).
+ParamList: TypeAdapter[list[WorkParameter]] = TypeAdapter(list[WorkParameter])
 
 
 @dataclass

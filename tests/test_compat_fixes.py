@@ -99,6 +99,10 @@ def test_protocol_names_of_02() -> None:
         b'[{"event_number": 3, "assignments": {"a": ["w1"]}}]')
     assert got == [WorkAssignment(event_number=3, assignments={"a": ["w1"]})]
     assert issubclass(ProtocolException, Exception)
+    from dranspose_fast.replay import ParamList
+
+    [param] = ParamList.validate_json(b'[{"name": "roi", "data": "x,y"}]')
+    assert (param.name, param.data) == ("roi", b"x,y")
 
 
 def test_zmqpull_single_settings_accept_a_path(tmp_path: Path) -> None:

@@ -236,11 +236,7 @@ def dr02_python() -> str | None:
 
 def dumped(path: Path) -> list[list[Any]]:
     """(event, type, point_nb) of every record of our dump, parsed here."""
-    out = []
-    for msg in read_dump(path):
-        packet = parse(msg.streams[StreamName("sardana")])
-        out.append([msg.event_number, packet.type, getattr(packet, "point_nb", None)])
-    return out
+    return [[msg.event_number, *dumped_packet(msg)] for msg in read_dump(path)]
 
 
 def test_bad_bodies_are_422_naming_the_field(ens: Ensemble) -> None:
@@ -339,3 +335,61 @@ def test_sardana_scans_end_to_end(ens: Ensemble, tmp_path: Path) -> None:
     ens.wait("the dropped posts to be counted", lambda: any(
         i["counters"]["discarded_outside_scan"] >= 2
         for i in ens.get("/api/v1/config").json()["ingesters"]))
+
+
+DR02_INGEST = """
+import asyncio, json, sys
+from dranspose.data.sardana import SardanaPacket
+from dranspose.event import InternalWorkerMessage
+from dranspose.ingester import Dumper
+from dranspose.ingesters.http_sardana import HttpSardanaIngester, HttpSardanaSettings
+
+async def main():
+    packets = [SardanaPacket.validate_python(p) for p in json.loads(sys.argv[2])]
+    ingester = HttpSardanaIngester(HttpSardanaSettings(ingester_streams=["sardana"]))
+    gen = ingester.run_source("sardana")
+    first = asyncio.ensure_future(gen.__anext__())
+    await asyncio.sleep(0.2)  # the generator made its queue
+    for packet in packets:
+        await ingester.receive(packet)
+    dumper = Dumper(sys.argv[1])
+    event, item = 0, await first
+    while True:
+        message = InternalWorkerMessage(event_number=event, streams={"sardana": item.get_bytes()})
+        dumper.write_dump(message)
+        if json.loads(item.frames[0].bytes)["type"] == "RecordEnd":
+            break
+        event, item = event + 1, await gen.__anext__()
+    dumper.close()
+
+asyncio.run(main())
+"""
+
+
+def test_dranspose_0_2_ingester_dump_reads_here(tmp_path: Path) -> None:
+    """0.2's own HttpSardanaIngester (its run_source, its Dumper) makes the frames ours make."""
+    from dranspose_fast.ingesters.http_sardana import _frame
+
+    python = dr02_python()
+    if python is None:
+        pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
+    posts = [record(99), DESC, *[record(i) for i in range(4)], {"type": "RecordEnd"}]
+    dump = tmp_path / "dr02-sardana.cbors"
+    res = subprocess.run([python, "-c", DR02_INGEST, str(dump), json.dumps(posts)],
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    theirs = list(read_dump(dump))
+    assert [m.event_number for m in theirs] == list(range(6))  # record 99 came before the start
+    ours = [_frame(SardanaPacket.validate_python(p)) for p in posts[1:]]
+    for got, want in zip(theirs, ours, strict=True):
+        data = got.streams[StreamName("sardana")]
+        assert data.typ == want.typ == "sardana"
+        assert data.get_bytes().frames == want.get_bytes().frames
+    assert [[m.event_number, *dumped_packet(m)] for m in theirs] == \
+        [[0, "DataDescription", None], *[[i + 1, "RecordData", i] for i in range(4)],
+         [5, "RecordEnd", None]]
+
+
+def dumped_packet(msg: Any) -> list[Any]:
+    packet = parse(msg.streams[StreamName("sardana")])
+    return [packet.type, getattr(packet, "point_nb", None)]
