@@ -74,6 +74,12 @@ class HttpSardanaIngester(Ingester):
         #: Posts that arrived with no scan running (written by the HTTP loop only).
         self._dropped_without_scan = 0
 
+    def run(self) -> None:
+        """Serve without HTTP (``dranspose-fast ingester -c HttpSardanaIngester``, as in 0.2)."""
+        self.log.warning("%s receives posts only inside its HTTP app: run `dranspose-fast "
+                         "http_ingester -c %s:app -n STREAM`", type(self).__name__, __name__)
+        super().run()
+
     # === the HTTP side ===
 
     async def receive(self, paket: SardanaPacketType) -> None:
