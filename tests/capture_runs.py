@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -53,10 +52,6 @@ class Case:
     def dr02_ingester(self) -> str:
         return f"dranspose.ingesters.{self.ingester_module}:{self.ingester}"
 
-    def our_modules(self) -> list[str]:
-        return [f"dranspose_fast.ingesters.{self.ingester_module}",
-                f"dranspose_fast.{self.parser_module}", f"dranspose_fast.{self.data_module}"]
-
 
 CASES = [
     # header, 20 images (each JSON, data, meta as three messages), end
@@ -80,15 +75,6 @@ CASES = [
 ]
 
 
-# ======================================================================================
-# DEVELOPMENT SKIP -- the one place that lets a case skip while its modules are being
-# written.  Lead: at the end, make this return None (or delete it and its two callers in
-# tests/test_captures_e2e.py) so that a missing module fails the case.
-def missing_modules(case: Case) -> str | None:
-    """Why our side of ``case`` cannot run yet (a module of ours does not exist), or None."""
-    absent = [m for m in case.our_modules() if importlib.util.find_spec(m) is None]
-    return f"not written yet: {', '.join(absent)}" if absent else None
-# ======================================================================================
 
 
 def dr02_python() -> str:

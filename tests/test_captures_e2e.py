@@ -30,7 +30,6 @@ from tests.capture_runs import (
     dr02_python,
     dump_content,
     first_difference,
-    missing_modules,
     replay_here,
     run_dr02,
 )
@@ -56,11 +55,7 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def live(dr02: str, module_redis: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEnsemble]:
     """One local ensemble for every case whose modules exist (one start for all of them)."""
-    # DEVELOPMENT SKIP (see missing_modules in tests/capture_runs.py)
-    cases = [c for c in CASES if missing_modules(c) is None]
-    if not cases:
-        pytest.skip("no protocol ingester of ours exists yet")
-    ens = LiveEnsemble(cases, tmp_path_factory.mktemp("live"), module_redis)
+    ens = LiveEnsemble(list(CASES), tmp_path_factory.mktemp("live"), module_redis)
     try:
         ens.wait_ready()
         yield ens
@@ -73,10 +68,6 @@ def live(dr02: str, module_redis: str,
 def test_capture_publishes_the_same_everywhere(case: Case, dr02: str, module_redis: str,
                                                tmp_path: Path,
                                                request: pytest.FixtureRequest) -> None:
-    # DEVELOPMENT SKIP (see missing_modules in tests/capture_runs.py)
-    reason = missing_modules(case)
-    if reason is not None:
-        pytest.skip(reason)
     live: LiveEnsemble = request.getfixturevalue("live")
 
     live_summary, our_dump = live.scan(case)
