@@ -54,10 +54,11 @@ def dr02() -> str | None:
     return None
 
 
-def run_py(python: str, code: str, *args: str, path: str | None = None) -> str:
+def run_py(python: str, code: str, *args: str, path: str | None = None,
+           stdin: str | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": path} if path else None
     res = subprocess.run([python, "-c", textwrap.dedent(code), *args], capture_output=True,
-                         text=True, check=False, env=env, cwd=ROOT)
+                         text=True, check=False, env=env, cwd=ROOT, input=stdin)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
@@ -253,6 +254,16 @@ def test_ensemble_state_and_reducer_parameters_hash_before_any_scan(ens: Any) ->
     assert now.parameters_hash == parameters_hash(
         {n: WorkParameter(name=n, data=b"", uuid=u) for n, u in now.parameters_version.items()})
     assert now.get_streams() == []
+    python = os.environ.get("DRANSPOSE02_PYTHON", "")
+    if python or os.environ.get("CI", "").lower() == "true":  # 0.2's own model reads it too
+        python = python or dr02() or ""
+        got = run_py(python, """
+            import sys
+            from dranspose.protocol import EnsembleState
+            state = EnsembleState.model_validate_json(sys.stdin.read())
+            print(state.get_workers(), state.reducer.parameters_hash)
+        """, stdin=ens.get("/api/v1/config").text)
+        assert got.split() == ["['w1']", now.parameters_hash]
 
 
 def _params() -> dict[ParameterName, WorkParameter]:

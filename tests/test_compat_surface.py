@@ -119,7 +119,10 @@ def resolves(path: str) -> bool:
 
 
 def state_of(module: ModuleType | str, name: str, note: str) -> str:
-    if isinstance(module, ModuleType) and hasattr(module, name):
+    # a 0.2 public name is never a module: a submodule attribute of the same name is no match
+    if isinstance(module, ModuleType) and not isinstance(
+        getattr(module, name, ModuleType("absent")), ModuleType
+    ):
         return PRESENT
     target = AT_PATH.search(note)
     if target is not None:
@@ -242,6 +245,9 @@ def test_notes_survive_regeneration() -> None:
     assert missing == ["dranspose.protocol.NoSuchName"]
     again = render(doc, block)
     assert generate(names, parse_notes(again))[0] == block
+    import dranspose_fast.helpers.utils  # noqa: F401  (makes `utils` an attribute of helpers)
+
+    assert generate({"dranspose.helpers": ["utils"]}, Notes())[1] == ["dranspose.helpers.utils"]
 
 
 def main(argv: list[str]) -> int:
