@@ -76,14 +76,28 @@ def parse(data: StreamData) -> SardanaPacketType:
     get = val.get
     if kind == "RecordData":
         if type(get("timestamp")) is float:
-            return new_model(SardanaRecordData, val, _DATA_FIELDS, None)
+            return new_model(SardanaRecordData, _declared_first(val, SardanaRecordData),
+                             _DATA_FIELDS, None)
     elif kind == "DataDescription":
         if (type(get("serialno")) is int and type(get("scandir")) is str
                 and type(get("title")) is str):
-            return new_model(SardanaDataDescription, val, _DESC_FIELDS, None)
+            return new_model(SardanaDataDescription,
+                             _declared_first(val, SardanaDataDescription), _DESC_FIELDS, None)
     elif kind == "RecordEnd":
-        return new_model(SardanaRecordEnd, val, _END_FIELDS, None)
+        return new_model(SardanaRecordEnd, _declared_first(val, SardanaRecordEnd), _END_FIELDS,
+                         None)
     return _validated(val)
+
+
+def _declared_first(val: dict[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
+    """``val`` with the declared fields first, in their order, as pydantic orders them (the
+    ingester re-serialises packets: the bytes must be 0.2's whatever order the sender used)."""
+    names = list(cls.model_fields)
+    if list(val)[:len(names)] == names:
+        return val
+    ordered = {name: val[name] for name in names if name in val}
+    ordered.update(val)
+    return ordered
 
 
 def _decode(frame: Any) -> Any:
