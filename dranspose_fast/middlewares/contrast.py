@@ -31,6 +31,7 @@ from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData
 from dranspose_fast.helpers.safe_pickle import UnsafePickleError
 from dranspose_fast.helpers.safe_pickle import loads as safe_loads
+from dranspose_fast.middlewares._json_and_dtypes import short
 
 __all__ = ["ContrastDecodeError", "ContrastPacketType", "decode_payload", "parse"]
 
@@ -148,7 +149,7 @@ def _validated(value: dict[Any, Any]) -> ContrastPacketType:
         cls = _CLASS_OF_STATUS.get(status) if isinstance(status, str) else None
         if cls is None:
             raise ContrastDecodeError(
-                f"contrast frame 0: field 'status' is {_short(status)}, expected one of "
+                f"contrast frame 0: field 'status' is {short(status)}, expected one of "
                 f"{', '.join(map(repr, _CLASS_OF_STATUS))}") from None
         problems = "; ".join(
             f"field {'.'.join(str(p) for p in err['loc'][1:])!r}: {err['msg']}"
@@ -158,8 +159,3 @@ def _validated(value: dict[Any, Any]) -> ContrastPacketType:
     except (TypeError, ValueError, RecursionError) as exc:
         raise ContrastDecodeError(f"contrast frame 0: {type(exc).__name__}: {exc}") from None
     return packet
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -31,11 +31,8 @@ Changed from dranspose 0.2, on purpose:
 
 from __future__ import annotations
 
-import json
-import warnings
 from typing import Any, Final, Literal
 
-import msgspec
 import numpy as np
 import zmq
 from pydantic import ValidationError
@@ -50,6 +47,13 @@ from dranspose_fast.data.eiger_legacy import (
 )
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData
+from dranspose_fast.middlewares._json_and_dtypes import (
+    DtypeRefused,
+    JsonRefused,
+    json_value,
+    plain_dtype,
+    short,
+)
 
 __all__ = ["EigerLegacyDecodeError", "HEADER_PARTS", "parse"]
 
@@ -58,7 +62,6 @@ HEADER_PARTS: Final[dict[str, tuple[int, int]]] = {"all": (8, 9), "basic": (2, 3
 #: Part counts of an image message: without and with the image appendix.
 IMAGE_PARTS: Final = (4, 5)
 
-_decode = msgspec.json.decode
 _IMAGE_FIELDS: Final = frozenset({"htype", "frame"})
 _HTYPE_ONLY: Final = frozenset({"htype"})
 _PLAIN_KINDS: Final = frozenset("uif")
@@ -111,7 +114,7 @@ def parse(data: StreamData) -> EigerLegacyHeader | EigerLegacyImage | EigerLegac
     if htype is None:
         raise EigerLegacyDecodeError("Eiger legacy part 1 (message header) has no field 'htype'")
     raise EigerLegacyDecodeError(
-        f"Eiger legacy part 1 field 'htype' is {_short(htype)}, "
+        f"Eiger legacy part 1 field 'htype' is {short(htype)}, "
         "expected 'dheader-1.0', 'dimage-1.0' or 'dseries_end-1.0'"
     )
 
@@ -133,7 +136,7 @@ def _header(head: dict[str, Any], frames: list[Any]) -> EigerLegacyHeader:
     bare, full = header_parts(head)
     if n != bare and n != full:
         raise EigerLegacyDecodeError(
-            f"Eiger legacy header (header_detail={_short(head.get('header_detail'))}) has "
+            f"Eiger legacy header (header_detail={short(head.get('header_detail'))}) has "
             f"{n} parts, expected {full}" + (f" (or {bare} without appendix)" if bare else "")
         )
     # Part 2, the detector configuration, is there unless header_detail is "none".
@@ -187,22 +190,22 @@ def _image(head: dict[str, Any], frames: list[Any]) -> EigerLegacyImage:
 def _view(info: dict[str, Any], buffer: memoryview, encoding: Literal["<", ">"],
           head: dict[str, Any]) -> np.ndarray[Any, Any]:
     """The uncompressed image part as an array, after checking it against part 2."""
-    where = f"Eiger legacy image frame={_short(head.get('frame'))} part 2 (data description)"
+    where = f"Eiger legacy image frame={short(head.get('frame'))} part 2 (data description)"
     shape = info.get("shape")
     typ = info.get("type")
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise EigerLegacyDecodeError(
-            f"{where}: field 'shape' is {_short(shape)}, expected a list of sizes"
+            f"{where}: field 'shape' is {short(shape)}, expected a list of sizes"
         )
     if type(typ) is not str:
-        raise EigerLegacyDecodeError(f"{where}: field 'type' is {_short(typ)}, expected a dtype")
+        raise EigerLegacyDecodeError(f"{where}: field 'type' is {short(typ)}, expected a dtype")
     dtype = _dtypes.get((typ, encoding))
     if dtype is None:
         dtype = _resolve_dtype(typ, encoding, where)
     size = info.get("size")
     if size is not None and size != buffer.nbytes:
         raise EigerLegacyDecodeError(
-            f"{where}: field 'size' is {_short(size)}, but the image part (part 3) has "
+            f"{where}: field 'size' is {short(size)}, but the image part (part 3) has "
             f"{buffer.nbytes} bytes"
         )
     try:
@@ -217,14 +220,12 @@ def _view(info: dict[str, Any], buffer: memoryview, encoding: Literal["<", ">"],
 def _resolve_dtype(typ: str, encoding: Literal["<", ">"], where: str) -> np.dtype[Any]:
     """Plain integer or float dtypes only, in the byte order the encoding names."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # deprecated aliases are refused, not warned about
-            dtype = np.dtype(typ)
-    except Exception:  # numpy raises TypeError, ValueError, SyntaxError or a warning here
-        raise EigerLegacyDecodeError(f"{where}: field 'type' {_short(typ)} is no dtype") from None
-    if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        dtype = plain_dtype(typ)
+    except DtypeRefused as exc:
+        raise EigerLegacyDecodeError(f"{where}: field 'type' {short(typ)} {exc}") from None
+    if dtype.kind not in _PLAIN_KINDS:
         raise EigerLegacyDecodeError(
-            f"{where}: field 'type' {_short(typ)} is not an integer or float type"
+            f"{where}: field 'type' {short(typ)} is not an integer or float type"
         )
     dtype = dtype.newbyteorder(encoding)
     if len(_dtypes) < _DTYPE_CACHE_MAX:
@@ -233,23 +234,11 @@ def _resolve_dtype(typ: str, encoding: Literal["<", ">"], where: str) -> np.dtyp
 
 
 def _json_part(frames: list[Any], index: int, what: str) -> Any:
-    """Part ``index + 1`` decoded as JSON (msgspec; stdlib ``json`` for NaN as 0.2 reads it)."""
-    frame = frames[index]
+    """Part ``index + 1`` decoded as JSON (NaN and Infinity read as 0.2 reads them)."""
     try:
-        return _decode(frame)
-    except TypeError:
-        raise EigerLegacyDecodeError(
-            f"Eiger legacy part {index + 1} ({what}) is a {type(frame).__name__}, "
-            "expected bytes or zmq.Frame"
-        ) from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        problem = str(exc)
-    try:  # the error path: what 0.2's json.loads accepts (NaN, Infinity) is accepted
-        return json.loads(bytes(frame))
-    except (ValueError, RecursionError):
-        raise EigerLegacyDecodeError(
-            f"Eiger legacy part {index + 1} ({what}) is not valid JSON: {problem}"
-        ) from None
+        return json_value(frames[index])
+    except JsonRefused as exc:
+        raise EigerLegacyDecodeError(f"Eiger legacy part {index + 1} ({what}) is {exc}") from None
 
 
 def _validated(cls: type[EigerLegacyImage], head: dict[str, Any]) -> EigerLegacyImage:
@@ -262,8 +251,3 @@ def _validated(cls: type[EigerLegacyImage], head: dict[str, Any]) -> EigerLegacy
             for err in exc.errors(include_url=False)
         )
         raise EigerLegacyDecodeError(f"Eiger legacy part 1 (message header): {problems}") from None
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -18,7 +18,6 @@ union, so what 0.2 accepted is still accepted and the error names the field.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -43,6 +42,7 @@ from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData
 from dranspose_fast.helpers.safe_pickle import UnsafePickleError
 from dranspose_fast.helpers.safe_pickle import loads as safe_loads
+from dranspose_fast.middlewares._json_and_dtypes import DTYPES, DtypeRefused, plain_dtype, short
 
 __all__ = [
     "LecroyDecodeError", "decode_header", "logger", "parse", "parse_trace",
@@ -56,9 +56,7 @@ _PREPARE_FIELDS: Final = frozenset({"frame", "htype", "what"})
 _END_FIELDS: Final = frozenset({"frame", "frames", "what"})
 _TRACE_FIELDS: Final = frozenset(
     {"frame", "htype", "ch", "ts", "shape", "dtype", "horiz_offset", "horiz_interval"})
-_DTYPE_CACHE_MAX = 64
 B = TypeVar("B", bound=LecroyBase)
-_dtypes: dict[str, np.dtype[Any]] = {}
 
 
 class LecroyDecodeError(DecodeError):
@@ -239,7 +237,7 @@ def _validated(raw: Any, index: int) -> LecroyBase:
 
 def _waveforms(frame: Any, meta: LecroyData, index: int) -> np.ndarray[Any, Any]:
     """A view of the waveform frame, ``meta.shape`` of ``meta.dtype``; its size must match."""
-    dtype = _dtypes.get(meta.dtype)
+    dtype = DTYPES.get(meta.dtype)
     if dtype is None:
         dtype = _resolve_dtype(meta.dtype, index - 1)
     buf = frame.buffer if type(frame) is not bytes and isinstance(frame, zmq.Frame) else frame
@@ -254,21 +252,7 @@ def _waveforms(frame: Any, meta: LecroyData, index: int) -> np.ndarray[Any, Any]
 def _resolve_dtype(name: str, index: int) -> np.dtype[Any]:
     """numpy dtype for the ``dtype`` field; plain fixed-size types only (no objects, records)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            dtype = np.dtype(name)
-    except Exception:  # numpy raises TypeError, ValueError, SyntaxError or a warning here
+        return plain_dtype(name)
+    except DtypeRefused as exc:
         raise LecroyDecodeError(
-            f"LeCroy frame {index}: field 'dtype' = {_short(name)} is no numpy dtype") from None
-    if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None
-            or dtype.itemsize == 0):
-        raise LecroyDecodeError(
-            f"LeCroy frame {index}: field 'dtype' = {_short(name)} is not a plain numeric dtype")
-    if len(_dtypes) < _DTYPE_CACHE_MAX:
-        _dtypes[name] = dtype
-    return dtype
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+            f"LeCroy frame {index}: field 'dtype' = {short(name)} {exc}") from None

@@ -10,10 +10,8 @@ Python's ``json`` reads (``NaN``, ``Infinity``, numbers beyond a double) is read
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
-import msgspec
 from pydantic import ValidationError
 
 from dranspose_fast._stins import new_model
@@ -25,11 +23,11 @@ from dranspose_fast.data.pcap import (
     PCAPStart,
 )
 from dranspose_fast.event import StreamData
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value, short
 
 __all__ = ["PCAPDecodeError", "parse"]
 
 TYP: Final = "PCAP"
-_json_decode = msgspec.json.decode
 _DATA_FIELDS: Final = frozenset({"message_id", "version", "message_type", "frame_number"})
 _END_FIELDS: Final = frozenset({"message_id", "version", "message_type"})
 _KNOWN_TYPES: Final = ("series-start", "data", "series-end")
@@ -72,23 +70,12 @@ def decode_object(frame: Any) -> dict[str, Any]:
         if the frame is not JSON or not an object.
     """
     try:
-        msg = _json_decode(frame)
-    except msgspec.DecodeError:
-        msg = _decode_leniently(frame)
-    except TypeError:
-        raise PCAPDecodeError(
-            f"PCAP frame 0 is a {type(frame).__name__}, expected bytes or zmq.Frame") from None
+        msg = json_value(frame)
+    except JsonRefused as exc:
+        raise PCAPDecodeError(f"PCAP frame 0 is {exc}") from None
     if type(msg) is not dict:
         raise PCAPDecodeError(f"PCAP frame 0 is a JSON {type(msg).__name__}, expected an object")
     return msg
-
-
-def _decode_leniently(frame: Any) -> Any:
-    """Python's ``json`` (as dranspose 0.2 read frames): accepts ``NaN`` and huge numbers."""
-    try:
-        return json.loads(bytes(frame))
-    except (ValueError, RecursionError) as exc:
-        raise PCAPDecodeError(f"PCAP frame 0 is not valid JSON: {exc}") from None
 
 
 def packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:
@@ -108,7 +95,7 @@ def packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:
     elif kind != "series-start":
         if kind is None:
             raise PCAPDecodeError("PCAP message has no 'message_type' field")
-        raise PCAPDecodeError(f"PCAP field 'message_type' is {_short(kind)}, "
+        raise PCAPDecodeError(f"PCAP field 'message_type' is {short(kind, 60)}, "
                               f"expected one of {', '.join(map(repr, _KNOWN_TYPES))}")
     return validated(msg)
 
@@ -135,8 +122,3 @@ def validated(msg: Any) -> PCAPStart | PCAPData | PCAPEnd:
         field = ".".join(loc[1:] if kind is not None and loc and loc[0] == kind else loc)
         raise PCAPDecodeError(
             f"PCAP {kind or 'message'!s}: field {field or '?'!r}: {err['msg']}") from None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,11 +10,8 @@ accepted and returns the same model.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import msgspec
-import zmq
 from pydantic import BaseModel, ValidationError
 
 from dranspose_fast._stins import new_model
@@ -27,10 +24,10 @@ from dranspose_fast.data.sardana import (
     SardanaRecordEnd,
 )
 from dranspose_fast.event import StreamData
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value, short
 
 __all__ = ["SardanaDecodeError", "parse"]
 
-_json_decode = msgspec.json.decode
 _MODELS: dict[str, type[BaseModel]] = {
     "DataDescription": SardanaDataDescription,
     "RecordData": SardanaRecordData,
@@ -103,28 +100,18 @@ def _declared_first(val: dict[str, Any], cls: type[BaseModel]) -> dict[str, Any]
 def _decode(frame: Any) -> Any:
     """The JSON value of ``frame``; Python's ``json`` reads what msgspec refuses (NaN, 1e400)."""
     try:
-        return _json_decode(frame)
-    except (msgspec.DecodeError, RecursionError):
-        pass
-    except TypeError:
-        raise SardanaDecodeError(
-            f"sardana frame 0 is a {type(frame).__name__}, expected bytes or zmq.Frame"
-        ) from None
-    raw = frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise SardanaDecodeError(f"sardana frame 0 is not valid JSON: {exc}") from None
+        return json_value(frame)
+    except JsonRefused as exc:
+        raise SardanaDecodeError(f"sardana frame 0 is {exc}") from None
 
 
 def _validated(val: dict[str, Any]) -> SardanaPacketType:
     """The pydantic (dranspose 0.2) path, with errors that name the field."""
     kind = val.get("type", None)
     if "type" in val and (type(kind) is not str or kind not in _MODELS):
-        text = repr(kind)
-        text = text if len(text) <= 40 else text[:37] + "..."
         raise SardanaDecodeError(
-            f"sardana field 'type' is {text}, expected one of {', '.join(map(repr, _MODELS))}")
+            f"sardana field 'type' is {short(kind)}, "
+            f"expected one of {', '.join(map(repr, _MODELS))}")
     try:
         if kind is None:
             return SardanaPacket.validate_python(val)

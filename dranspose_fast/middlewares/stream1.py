@@ -14,7 +14,6 @@ write it; ``"lz4"``: HDF5 filter 32004) are decoded by ``dectris.compression`` i
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +33,7 @@ from dranspose_fast.data.stream1 import (
 )
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData
+from dranspose_fast.middlewares._json_and_dtypes import DTYPES, DtypeRefused, plain_dtype, short
 
 __all__ = ["COMPRESSIONS", "StinsDecodeError", "parse"]
 
@@ -46,8 +46,6 @@ _IMAGE_FIELDS = frozenset({"msg_number", "htype", "frame", "shape", "type", "com
 _END_FIELDS = frozenset({"msg_number", "htype"})
 # Both compressed formats open with a big-endian u64 uncompressed size and u32 block size.
 _CODEC_HEADER = struct.Struct(">QI")
-_DTYPE_CACHE_MAX = 256
-_dtypes: dict[str, np.dtype[Any]] = {}
 _decompress: Callable[..., bytes] | None = None
 M = TypeVar("M", bound=Stream1)
 
@@ -106,7 +104,7 @@ def parse(data: StreamData) -> Stream1PacketType:
     if htype is None:
         raise StinsDecodeError("STINS header (frame 0) has no 'htype' field")
     raise StinsDecodeError(
-        f"STINS header field 'htype' is {_short(htype)}, expected 'header', 'image' or 'series_end'"
+        f"STINS header field 'htype' is {short(htype)}, expected 'header', 'image' or 'series_end'"
     )
 
 
@@ -134,7 +132,7 @@ def _parse_image(header: dict[str, Any], frames: list[Any], lax: bool = True) ->
     payload = frames[1]
     if type(payload) is not bytes and isinstance(payload, zmq.Frame):
         payload = payload.buffer
-    dtype = _dtypes.get(typ)
+    dtype = DTYPES.get(typ)
     if dtype is None:
         dtype = _resolve_dtype(typ, header)
     try:
@@ -146,7 +144,7 @@ def _parse_image(header: dict[str, Any], frames: list[Any], lax: bool = True) ->
             private = {"_payload": (array, payload)}
         else:
             raise StinsDecodeError(
-                f"{_where(header)}: unknown compression {_short(compression)}, "
+                f"{_where(header)}: unknown compression {short(compression)}, "
                 f"expected one of {', '.join(COMPRESSIONS)}"
             )
     except DecodeError as exc:
@@ -163,8 +161,8 @@ def _parse_image(header: dict[str, Any], frames: list[Any], lax: bool = True) ->
 def _where(header: dict[str, Any]) -> str:
     """Which image an error is about, for messages (built only when raising)."""
     return (
-        f"STINS image msg_number={_short(header.get('msg_number'))} "
-        f"frame={_short(header.get('frame'))}"
+        f"STINS image msg_number={short(header.get('msg_number'))} "
+        f"frame={short(header.get('frame'))}"
     )
 
 
@@ -188,25 +186,10 @@ def _validated(cls: type[M], header: dict[str, Any]) -> M:
 
 def _resolve_dtype(name: str, header: dict[str, Any]) -> np.dtype[Any]:
     """numpy dtype for the ``type`` field; plain fixed-size types only (no objects, records)."""
-    where = _where(header)  # only reached on a cache miss
     try:
-        # Deprecated aliases are refused rather than warned about once per image.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            dtype = np.dtype(name)
-    except Exception:  # numpy raises TypeError, ValueError, SyntaxError or a warning here
-        raise StinsDecodeError(
-            f"{where}: field 'type' = {_short(name)} is no numpy dtype"
-        ) from None
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise StinsDecodeError(
-            f"{where}: field 'type' = {_short(name)} is not a plain numeric or bytes dtype"
-        )
-    if dtype.itemsize == 0:
-        raise StinsDecodeError(f"{where}: field 'type' = {_short(name)} has no item size")
-    if len(_dtypes) < _DTYPE_CACHE_MAX:
-        _dtypes[name] = dtype
-    return dtype
+        return plain_dtype(name)
+    except DtypeRefused as exc:  # the header is only described on this (cache miss) path
+        raise StinsDecodeError(f"{_where(header)}: field 'type' = {short(name)} {exc}") from None
 
 
 def _decode_compressed(
@@ -248,8 +231,3 @@ def _decode_compressed(
             f"{where}: {codec} data decoded to {len(out)} bytes, expected {nbytes}"
         )
     return image_view(out, dtype, shape)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

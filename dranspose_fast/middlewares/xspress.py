@@ -16,7 +16,6 @@ failure raises ``XspressDecodeError`` (a ``ValueError``) instead of an ``Asserti
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -36,6 +35,7 @@ from dranspose_fast.data.xspress3 import (
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData
 from dranspose_fast.helpers.safe_pickle import loads as safe_loads
+from dranspose_fast.middlewares._json_and_dtypes import DTYPES, DtypeRefused, plain_dtype, short
 
 __all__ = ["XspressDecodeError", "data_nbytes", "decode_header", "parse"]
 
@@ -47,8 +47,6 @@ _START_FIELDS: Final = frozenset(_START_ORDER)
 _IMAGE_FIELDS: Final = frozenset(_IMAGE_ORDER)
 _END_FIELDS: Final = frozenset({"htype"})
 _HTYPES: Final = ("header", "image", "series_end")
-_DTYPE_CACHE_MAX: Final = 256
-_dtypes: dict[str, np.dtype[Any]] = {}
 M = TypeVar("M", bound=XspressBase)
 
 
@@ -117,7 +115,7 @@ def decode_header(frame: Any) -> dict[str, Any]:
             "header")
     htype = header.get("htype")
     if type(htype) is not str or htype not in _HTYPES:
-        problem = "has no 'htype' field" if htype is None else f"field 'htype' is {_short(htype)}"
+        problem = "has no 'htype' field" if htype is None else f"field 'htype' is {short(htype)}"
         raise XspressDecodeError(
             f"Xspress3 header (frame 0) {problem}, expected 'header', 'image' or 'series_end'",
             "htype")
@@ -145,7 +143,7 @@ def data_nbytes(header: dict[str, Any]) -> int:
     if htype != "image":
         return 0
     shape, typ, _model = _image_fields(header)
-    dtype = _dtypes.get(typ) or _resolve_dtype(typ, header)
+    dtype = DTYPES.get(typ) or _resolve_dtype(typ, header)
     try:
         return image_nbytes(shape, dtype.itemsize)
     except DecodeError as exc:
@@ -184,7 +182,7 @@ def _parse_image(header: dict[str, Any], frames: list[Any]) -> XspressImage:
     payload = frames[1]
     if type(payload) is not bytes and isinstance(payload, zmq.Frame):
         payload = payload.buffer
-    dtype = _dtypes.get(typ) or _resolve_dtype(typ, header)
+    dtype = DTYPES.get(typ) or _resolve_dtype(typ, header)
     try:
         spectra = image_view(payload, dtype, shape)
     except DecodeError as exc:
@@ -223,7 +221,7 @@ def _ordered(header: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 def _where(header: dict[str, Any]) -> str:
     """Which image an error is about (built only when raising)."""
-    return f"Xspress3 image frame={_short(header.get('frame'))}"
+    return f"Xspress3 image frame={short(header.get('frame'))}"
 
 
 def _validated(cls: type[M], header: dict[str, Any]) -> M:
@@ -241,23 +239,8 @@ def _validated(cls: type[M], header: dict[str, Any]) -> M:
 
 def _resolve_dtype(name: str, header: dict[str, Any]) -> np.dtype[Any]:
     """numpy dtype of the ``type`` field: plain fixed-size types only (no objects, records)."""
-    where = _where(header)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            dtype = np.dtype(name)
-    except Exception:  # numpy raises TypeError, ValueError, SyntaxError or a warning here
-        raise XspressDecodeError(f"{where}: field 'type' = {_short(name)} is no numpy dtype",
+        return plain_dtype(name)
+    except DtypeRefused as exc:
+        raise XspressDecodeError(f"{_where(header)}: field 'type' = {short(name)} {exc}",
                                  "type") from None
-    if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None
-            or dtype.itemsize == 0):
-        raise XspressDecodeError(
-            f"{where}: field 'type' = {_short(name)} is not a plain fixed-size dtype", "type")
-    if len(_dtypes) < _DTYPE_CACHE_MAX:
-        _dtypes[name] = dtype
-    return dtype
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
