@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import pickle
-import subprocess
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -43,6 +42,7 @@ from dranspose_fast.ingesters.zmqsub_contrast import (
 from dranspose_fast.middlewares.contrast import ContrastDecodeError, parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
 
@@ -69,21 +69,7 @@ def capture() -> list[list[bytes]]:
 @pytest.fixture(scope="module")
 def dr02() -> str:
     """The python of the dranspose 0.2.0 venv; skipped without it, failed under CI=true."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    problem = ""
-    if not python or not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-200:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (see tests/compat/setup_dr02_venv.sh)")
-        pytest.skip(problem)
-    return python
+    return dr02_python()
 
 
 # A packet as JSON, for comparing with 0.2's across processes; run here and in the 0.2 venv.
@@ -187,12 +173,7 @@ def test_parse_builds_what_pydantic_validation_builds(capture: list[list[bytes]]
 def test_parse_matches_dranspose_02_field_by_field(
     capture: list[list[bytes]], dr02: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "parse02.py"
-    script.write_text(DR02_PARSE)
-    res = subprocess.run([dr02, str(script), str(CAPTURES / CAPTURE)], capture_output=True,
-                         text=True, check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    theirs = json.loads(res.stdout)
+    theirs = run_dr02(DR02_PARSE, CAPTURES / CAPTURE)
     ours = [json.loads(json.dumps(summary(parse(sd(frames)))))
             for m in capture for frames in (m, [zmq.Frame(f) for f in m])]
     assert len(ours) == len(theirs) == 2 * len(capture)
@@ -360,17 +341,13 @@ def test_ingester_forwards_the_capture(harness: Harness, capture: list[list[byte
 def test_ingester_forms_the_events_dranspose_02_forms(
     capture: list[list[bytes]], dr02: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "ingest02.py"
-    script.write_text(DR02_INGEST)
     sender = CaptureSender("PUB")
     try:
-        proc = subprocess.Popen([dr02, str(script), sender.url, "1.5"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = spawn_dr02(DR02_INGEST, sender.url, "1.5")
         sender.send(capture)
-        out, err = proc.communicate(timeout=60)
+        out = dr02_output(proc).decode()
     finally:
         sender.close()
-    assert proc.returncode == 0, err[-2000:]
     theirs = [(typ, [bytes.fromhex(f) for f in frames]) for typ, frames in json.loads(out)]
     framer = ContrastFramer()
     ours = [(framer.typ, [as_bytes(f) for f in framed])

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import pickle
-import subprocess
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from dranspose_fast.ingesters.zmqsub_lecroy import (
 from dranspose_fast.middlewares.lecroy import LecroyDecodeError, decode_header, parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CaptureSender, read_capture
+from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
 
@@ -89,21 +89,7 @@ def sequential() -> list[list[bytes]]:
 @pytest.fixture(scope="module")
 def dr02() -> str:
     """The python of the dranspose 0.2.0 venv; skipped without it, failed under CI=true."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    problem = ""
-    if not python or not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-200:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (see tests/compat/setup_dr02_venv.sh)")
-        pytest.skip(problem)
-    return python
+    return dr02_python()
 
 
 # A packet as JSON, for comparing with 0.2's across processes; run here and in the 0.2 venv.
@@ -222,12 +208,7 @@ def test_parse_matches_dranspose_02(dr02: str, tmp_path: Path) -> None:
     cases = EVENTS + M + [EVENTS[1][:-2], EVENTS[1][:2] + [b"\0" * 8] + EVENTS[1][3:]]
     path = tmp_path / "cases.cbor"
     path.write_bytes(cbor2.dumps(cases))
-    script = tmp_path / "parse02.py"
-    script.write_text(DR02_PARSE)
-    res = subprocess.run([dr02, str(script), str(path)], capture_output=True, text=True,
-                         check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    theirs = json.loads(res.stdout)
+    theirs = run_dr02(DR02_PARSE, path)
     assert len(theirs) == 2 * len(cases)
     compared = errors = 0
     for i, frames in enumerate(c for case in cases for c in (case, [zmq.Frame(f) for f in case])):
@@ -462,17 +443,13 @@ def test_ingester_forwards_the_capture(harness: Harness) -> None:
 
 
 def test_ingester_forms_the_events_dranspose_02_forms(dr02: str, tmp_path: Path) -> None:
-    script = tmp_path / "ingest02.py"
-    script.write_text(DR02_INGEST)
     sender = CaptureSender("PUB")
     try:
-        proc = subprocess.Popen([dr02, str(script), sender.url, "1.5"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = spawn_dr02(DR02_INGEST, sender.url, "1.5")
         sender.send(M)
-        out, err = proc.communicate(timeout=60)
+        out = dr02_output(proc).decode()
     finally:
         sender.close()
-    assert proc.returncode == 0, err[-2000:]
     theirs = [(typ, [bytes.fromhex(f) for f in frames]) for typ, frames in json.loads(out)]
     assert theirs == [(LECROY_TYPE, e) for e in EVENTS]
 

@@ -10,8 +10,6 @@ Without the 0.2 venv those comparisons skip, except under ``CI=true``, where the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from dranspose_fast.ingesters.zmqsub_pcap import (
 from dranspose_fast.middlewares.pcap import parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CaptureSender, read_capture
+from tests.compat.dr02 import dr02_python, run_dr02, run_dr02_raw
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401
 
@@ -75,32 +74,11 @@ asyncio.run(main())
 @pytest.fixture(scope="module")
 def dr02() -> str:
     """The python of a dranspose 0.2.0 venv; skip without one (fail under ``CI=true``)."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    problem = ""
-    if not python or not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-200:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (see tests/compat/setup_dr02_venv.sh)")
-        pytest.skip(problem)
-    return python
+    return dr02_python()
 
 
 def summary(packet: Any) -> list[Any]:
     return [type(packet).__name__, packet.model_dump(mode="json"), [k for k, _ in packet]]
-
-
-def dr02_parse(python: str, frames: list[bytes]) -> list[Any]:
-    res = subprocess.run([python, "-c", DR02_PARSE], input=cbor2.dumps(frames),
-                         capture_output=True, check=False)
-    assert res.returncode == 0, res.stderr.decode()[-2000:]
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def our_rows(messages: list[list[bytes]]) -> list[tuple[int, list[Any]]]:
@@ -130,7 +108,7 @@ def test_parse_matches_dr02_on_every_message_and_row(dr02: str) -> None:
     rows = [as_bytes(out[0]) for _kind, out in our_rows(messages)]
     assert len(rows) == 1502
     frames = upstream + rows
-    theirs = dr02_parse(dr02, frames)
+    theirs = run_dr02(DR02_PARSE, stdin=cbor2.dumps(frames))
     ours = [summary(parse(pcap(f))) for f in frames]
     assert ours == theirs
     kinds = [s[0] for s in ours[102:]]
@@ -143,13 +121,11 @@ def test_split_matches_dr02_ingester_over_a_real_pub(dr02: str) -> None:
     sender = CaptureSender("PUB")
     try:
         thread = sender.send_in_thread(messages)
-        res = subprocess.run([dr02, "-c", DR02_INGEST, sender.url, "1502"],
-                             capture_output=True, check=False, timeout=60)
+        out = run_dr02_raw(DR02_INGEST, sender.url, "1502", timeout=60)
         thread.join(10)
     finally:
         sender.close()
-    assert res.returncode == 0, res.stderr.decode()[-2000:]
-    theirs = [[bytes(f) for f in m] for m in cbor2.loads(res.stdout)]
+    theirs = [[bytes(f) for f in m] for m in cbor2.loads(out)]
     ours = [[as_bytes(f) for f in out] for _kind, out in our_rows(messages)]
     assert len(theirs) == len(ours) == 1502
     # Same messages; rows parse alike (byte equality too, for this capture's numbers).

@@ -10,9 +10,6 @@ without it, failed under ``CI=true``).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -41,6 +38,7 @@ from dranspose_fast.ingesters.tcp_positioncap import (
 )
 from dranspose_fast.middlewares.positioncap import PositioncapParser
 from dranspose_fast.protocol import StreamName
+from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.conftest import free_port, wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401
 
@@ -83,21 +81,7 @@ asyncio.run(main())
 @pytest.fixture(scope="module")
 def dr02() -> str:
     """The python of a dranspose 0.2.0 venv; skip without one (fail under ``CI=true``)."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    problem = ""
-    if not python or not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-200:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (see tests/compat/setup_dr02_venv.sh)")
-        pytest.skip(problem)
-    return python
+    return dr02_python()
 
 
 # === the PandA data port ===
@@ -214,10 +198,7 @@ def raw(frame: bytes) -> StreamData:
 
 def test_parser_matches_dr02(dr02: str) -> None:
     frames = messages_of(cycle(6) + cycle(4, 6, "2024-10-07T09:00:00.5Z"))
-    res = subprocess.run([dr02, "-c", DR02_PARSE], input=cbor2.dumps(frames),
-                         capture_output=True, check=False)
-    assert res.returncode == 0, res.stderr.decode()[-2000:]
-    theirs = json.loads(res.stdout)
+    theirs = run_dr02(DR02_PARSE, stdin=cbor2.dumps(frames))
     parser = PositioncapParser()
     ours = [summary(parser.parse(raw(f))) for f in frames]
     assert ours == theirs
@@ -232,15 +213,13 @@ def test_framing_matches_dr02_run_source(dr02: str, panda: PandaEmulator) -> Non
     arms = [cycle(5), cycle(3, 5, "2024-10-07T09:00:00Z")]
     lines = [b" 1 2 3 4\n", b"END 1 Disarmed\n",  # the tail of an arm before we came
              *arms[0], b"stray\n", *arms[1]]
-    proc = subprocess.Popen([dr02, "-c", DR02_INGEST, panda.url, "12"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn_dr02(DR02_INGEST, panda.url, "12")
     try:
         panda.wait_clients(1)
         panda.send(lines)
-        out, err = proc.communicate(timeout=30)
+        out = dr02_output(proc, timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err.decode()[-2000:]
     assert panda.options == [b"\n"]
     theirs = [m[0] for m in cbor2.loads(out)]
     framer = PositionCapFramer()

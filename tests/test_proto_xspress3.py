@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pickle
-import subprocess
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from dranspose_fast.ingesters.zmqsub_xspress3 import (
 from dranspose_fast.middlewares.xspress import parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.ingester_harness import (  # noqa: F401 (fixtures)
     Harness,
     as_bytes,
@@ -240,32 +240,13 @@ def _summary(p: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def dr02() -> str:
     """The python of the dranspose 0.2.0 venv; skipped without it, failed under CI=true."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    problem = ""
-    if not python or not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-200:]}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem + " (see tests/compat/setup_dr02_venv.sh)")
-        pytest.skip(problem)
-    return python
+    return dr02_python()
 
 
 def test_parse_matches_dranspose_02_field_by_field(
     capture: list[list[bytes]], dr02: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "parse02.py"
-    script.write_text(DR02_SCRIPT)
-    res = subprocess.run([dr02, str(script), str(CAPTURES / CAPTURE)], capture_output=True,
-                         text=True, check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    theirs = json.loads(res.stdout)
+    theirs = run_dr02(DR02_SCRIPT, CAPTURES / CAPTURE)
     ours = []
     for frames in three_part(capture):
         ours.append(_summary(parse(sd(frames))))
@@ -566,12 +547,7 @@ def test_dump_of_the_capture_reads_in_dranspose_02(
         sender.close()
     records = list(read_dump(path))
     assert [len(r.streams["xsp"].frames) for r in records] == [1] + [3] * N_IMAGES + [1]
-    script = tmp_path / "dump02.py"
-    script.write_text(DR02_DUMP_SCRIPT)
-    res = subprocess.run([dr02, str(script), str(path)], capture_output=True, text=True,
-                         check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    theirs = json.loads(res.stdout)
+    theirs = run_dr02(DR02_DUMP_SCRIPT, path)
     ours = []
     for r in records:
         p = parse(r.streams["xsp"])
@@ -594,17 +570,13 @@ def test_dump_of_dranspose_02_ingester_reads_here(
     from dranspose_fast.dump import read_dump
 
     path = tmp_path / "xspress02.cbors"
-    script = tmp_path / "ingest02.py"
-    script.write_text(DR02_INGEST_SCRIPT)
     sender = CaptureSender("PUB")
     try:
-        proc = subprocess.Popen([dr02, str(script), sender.url, str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = spawn_dr02(DR02_INGEST_SCRIPT, sender.url, path)
         sender.send(capture)
-        out, err = proc.communicate(timeout=60)
+        out = dr02_output(proc).decode()
     finally:
         sender.close()
-    assert proc.returncode == 0, err[-2000:]
     assert out.strip() == str(N_IMAGES + 2)
     records = list(read_dump(path))
     framer = XspressFramer()
