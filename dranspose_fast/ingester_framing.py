@@ -220,10 +220,15 @@ class FramedIngester(Ingester):
     framer_class: ClassVar[type[Framer]] = Framer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = FramedSettings
+    #: The attribute dranspose 0.2's ingester kept its settings under (e.g.
+    #: ``"_streaming_xspress_settings"``): set too, for subclasses that read it.
+    settings_attribute: ClassVar[str | None] = None
 
     def __init__(self, settings: UpstreamSettings | None = None) -> None:
         settings = settings if settings is not None else self.settings_class()
         self._upstream_settings = settings
+        if self.settings_attribute is not None:
+            setattr(self, self.settings_attribute, settings)
         super().__init__(settings)
         self._in_sockets: dict[StreamName, zmq.Socket[Any]] = {}
 

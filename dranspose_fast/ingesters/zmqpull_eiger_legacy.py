@@ -14,11 +14,9 @@ inside a running series is dropped and counted too (0.2 ignored it silently).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal
 
-import msgspec
 from pydantic import ValidationError
 
 from dranspose_fast.data.eiger_legacy import EigerLegacyImage
@@ -33,6 +31,7 @@ from dranspose_fast.ingester_framing import (
     FrameError,
     Framer,
 )
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value
 from dranspose_fast.middlewares.eiger_legacy import IMAGE_PARTS, header_parts
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
 ]
 
 TYP: Final = "EIGER_LEGACY"
-_decode = msgspec.json.decode
 
 
 class EigerLegacyFramer(Framer):
@@ -84,18 +82,11 @@ def _check_frame(frame: Any) -> None:
 
 
 def _json_head(frame: Any) -> Any:
-    """Frame 0 as JSON: msgspec, or stdlib ``json`` for what 0.2 also read (NaN, Infinity)."""
+    """Frame 0 as JSON, read as 0.2 read it (NaN, Infinity); FrameError if it is none."""
     try:
-        return _decode(frame)
-    except TypeError:
-        raise FrameError("part 1 (message header)",
-                         f"a {type(frame).__name__}, expected bytes") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        problem = str(exc)
-    try:
-        return json.loads(bytes(frame))
-    except (ValueError, RecursionError):
-        raise FrameError("part 1 (message header)", f"not valid JSON: {problem}") from None
+        return json_value(frame)
+    except JsonRefused as exc:
+        raise FrameError("part 1 (message header)", str(exc)) from None
 
 
 class ZmqPullEigerLegacySettings(FramedSettings):
@@ -109,8 +100,4 @@ class ZmqPullEigerLegacyIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = EigerLegacyFramer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "PULL"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqPullEigerLegacySettings
-
-    def __init__(self, settings: UpstreamSettings | None = None) -> None:
-        super().__init__(settings)
-        # 0.2's attribute, which subclasses read (e.g. for ``upstream_url``).
-        self._streaming_eiger_legacy_settings = self._upstream_settings
+    settings_attribute: ClassVar[str | None] = "_streaming_eiger_legacy_settings"

@@ -12,11 +12,9 @@ the first are forwarded untouched, as 0.2 did (the device sends one frame per me
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal
 
-import msgspec
 from pydantic import ValidationError
 
 from dranspose_fast.data.albaem import AlbaemBase, AlbaemData, AlbaemEnd, AlbaemStart
@@ -31,11 +29,11 @@ from dranspose_fast.ingester_framing import (
     FrameError,
     Framer,
 )
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value
 
 __all__ = ["AlbaemFramer", "ZmqSubAlbaemIngester", "ZmqSubAlbaemSettings"]
 
 TYP: Final = "albaem"
-_decode = msgspec.json.decode
 _KINDS: Final = {"data": DATA, "series-start": START, "series-end": END}
 _MODELS: Final[dict[str, type[AlbaemBase]]] = {
     "data": AlbaemData, "series-start": AlbaemStart, "series-end": AlbaemEnd,
@@ -79,17 +77,11 @@ def _check(frame: Any, mtype: str) -> None:
 
 
 def _json_head(frame: Any) -> Any:
-    """Frame 0 as JSON: msgspec, or stdlib ``json`` for what 0.2 also read (NaN, Infinity)."""
+    """Frame 0 as JSON, read as 0.2 read it (NaN, Infinity); FrameError if it is none."""
     try:
-        return _decode(frame)
-    except TypeError:
-        raise FrameError("frame 0", f"a {type(frame).__name__}, expected bytes") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        problem = str(exc)
-    try:
-        return json.loads(bytes(frame))
-    except (ValueError, RecursionError):
-        raise FrameError("frame 0", f"not valid JSON: {problem}") from None
+        return json_value(frame)
+    except JsonRefused as exc:
+        raise FrameError("frame 0", str(exc)) from None
 
 
 class ZmqSubAlbaemSettings(FramedSettings):
@@ -102,8 +94,4 @@ class ZmqSubAlbaemIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = AlbaemFramer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubAlbaemSettings
-
-    def __init__(self, settings: UpstreamSettings | None = None) -> None:
-        super().__init__(settings)
-        # 0.2's attribute, which subclasses read (e.g. for ``upstream_url``).
-        self._streaming_albaem_settings = self._upstream_settings
+    settings_attribute: ClassVar[str | None] = "_streaming_albaem_settings"

@@ -74,8 +74,4 @@ class ZmqSubContrastIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = ContrastFramer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubContrastSettings
-
-    @property
-    def _streaming_contrast_settings(self) -> UpstreamSettings:
-        """The settings under dranspose 0.2's attribute name, for subclasses that read it."""
-        return self._upstream_settings
+    settings_attribute: ClassVar[str | None] = "_streaming_contrast_settings"

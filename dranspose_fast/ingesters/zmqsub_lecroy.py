@@ -170,8 +170,4 @@ class ZmqSubLecroyIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = LecroyFramer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubLecroySettings
-
-    @property
-    def _streaming_Lecroy_settings(self) -> UpstreamSettings:
-        """The settings under dranspose 0.2's attribute name, for subclasses that read it."""
-        return self._upstream_settings
+    settings_attribute: ClassVar[str | None] = "_streaming_Lecroy_settings"

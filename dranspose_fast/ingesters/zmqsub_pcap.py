@@ -137,8 +137,4 @@ class ZmqSubPCAPIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = PCAPFramer
     socket_type = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubPCAPSettings
-
-    def __init__(self, settings: UpstreamSettings | None = None) -> None:
-        settings = settings if settings is not None else ZmqSubPCAPSettings()
-        self._streaming_PCAP_settings = settings  # the 0.2 attribute name
-        super().__init__(settings)
+    settings_attribute: ClassVar[str | None] = "_streaming_PCAP_settings"

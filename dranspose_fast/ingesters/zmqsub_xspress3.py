@@ -140,8 +140,4 @@ class ZmqSubXspressIngester(FramedIngester):
     framer_class: ClassVar[type[Framer]] = XspressFramer
     socket_type: ClassVar[Literal["PULL", "SUB"]] = "SUB"
     settings_class: ClassVar[type[UpstreamSettings]] = ZmqSubXspressSettings
-
-    def __init__(self, settings: UpstreamSettings | None = None) -> None:
-        super().__init__(settings)
-        #: The settings under 0.2's attribute name, for subclasses that read it.
-        self._streaming_xspress_settings = self._upstream_settings
+    settings_attribute: ClassVar[str | None] = "_streaming_xspress_settings"
