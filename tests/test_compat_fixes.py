@@ -37,21 +37,11 @@ from dranspose_fast.event import InternalWorkerMessage, StreamData
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.protocol import ParameterName, WorkParameter
 from dranspose_fast.protocol_redis import Keys
+from tests.compat.dr02 import dr02_python, dr02_python_or_none
 from tests.conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def dr02() -> str | None:
-    """The 0.2 venv's python; None skips the test, except under CI=true, where it fails."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if python and os.access(python, os.X_OK):
-        return python
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true but DRANSPOSE02_PYTHON is not an executable "
-                    "(tests/compat/setup_dr02_venv.sh builds it)")
-    pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
-    return None
 
 
 def run_py(python: str, code: str, *args: str, path: str | None = None,
@@ -254,9 +244,8 @@ def test_ensemble_state_and_reducer_parameters_hash_before_any_scan(ens: Any) ->
     assert now.parameters_hash == parameters_hash(
         {n: WorkParameter(name=n, data=b"", uuid=u) for n, u in now.parameters_version.items()})
     assert now.get_streams() == []
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if python or os.environ.get("CI", "").lower() == "true":  # 0.2's own model reads it too
-        python = python or dr02() or ""
+    python = dr02_python_or_none()
+    if python is not None:  # 0.2's own model reads it too
         got = run_py(python, """
             import sys
             from dranspose.protocol import EnsembleState
@@ -276,7 +265,7 @@ def _params() -> dict[ParameterName, WorkParameter]:
 
 
 def test_parameters_cbor_keeps_text_as_text_as_02_writes_it(tmp_path: Path) -> None:
-    python = dr02()
+    python = dr02_python()
     assert python is not None
     params = _params()
     uid = uuid.uuid4()
@@ -385,7 +374,7 @@ def dump_file(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_cbor2_5_reads_our_dump_with_the_02_loop_and_with_our_reader(dump_file: Path) -> None:
-    python = dr02()
+    python = dr02_python()
     assert python is not None
     assert run_py(python, LOOP_02.format(pkg="dranspose"), str(dump_file)).split() == [
         "cbor2", "7"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -43,12 +42,6 @@ PRESENT, MOVED, LEFT_OUT, MISSING = "present", "at another path", "left out", "M
 
 
 # === 0.2's names ===
-
-
-def dr02_python() -> str | None:
-    """The 0.2 venv's python, or None (the caller skips, or fails under CI)."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    return python if python and os.access(python, os.X_OK) else None
 
 
 def names_02(python: str) -> dict[str, list[str]]:
@@ -200,13 +193,9 @@ def regenerate(python: str) -> tuple[str, str, list[str]]:
 
 @pytest.fixture(scope="module")
 def regenerated() -> tuple[str, str, list[str]]:
-    python = dr02_python()
-    if python is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but DRANSPOSE02_PYTHON is not an executable "
-                        "(build it with tests/compat/setup_dr02_venv.sh)")
-        pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
-    return regenerate(python)
+    from tests.compat.dr02 import dr02_python  # here: main() runs before tests/ is importable
+
+    return regenerate(dr02_python())
 
 
 def test_doc_matches_the_surface(regenerated: tuple[str, str, list[str]]) -> None:
@@ -251,7 +240,9 @@ def test_notes_survive_regeneration() -> None:
 
 
 def main(argv: list[str]) -> int:
-    python = dr02_python()
+    from tests.compat.dr02 import dr02_python_or_none
+
+    python = dr02_python_or_none()
     if python is None:
         print("set DRANSPOSE02_PYTHON (tests/compat/setup_dr02_venv.sh prints it)",
               file=sys.stderr)

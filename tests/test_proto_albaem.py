@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -33,6 +31,7 @@ from dranspose_fast.ingesters.zmqsub_albaem import (
 )
 from dranspose_fast.protocol import StreamName
 from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.compat.dr02 import run_dr02
 from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
 
 CAPTURE = "albaem-dump.cbors"
@@ -75,15 +74,6 @@ EDGE_CASES = [
 ]
 
 
-def dr02_python() -> str:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if python and os.access(python, os.X_OK):
-        return python
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true but DRANSPOSE02_PYTHON is not an executable "
-                    "(build it with tests/compat/setup_dr02_venv.sh)")
-    pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
-
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
@@ -115,11 +105,7 @@ _KIND_OF = {"AlbaemStart": START, "AlbaemData": DATA, "AlbaemEnd": END, "invalid
 
 
 def test_models_and_framer_match_dranspose_02(capture: list[list[bytes]]) -> None:
-    res = subprocess.run([dr02_python(), "-c", DR02_SCRIPT, str(CAPTURES / CAPTURE)],
-                         input=json.dumps(EDGE_CASES), capture_output=True, text=True,
-                         check=False)
-    assert res.returncode == 0, res.stderr
-    theirs = json.loads(res.stdout.strip().splitlines()[-1])
+    theirs = run_dr02(DR02_SCRIPT, CAPTURES / CAPTURE, stdin=json.dumps(EDGE_CASES))
     texts: list[bytes] = [m[0] for m in capture] + [e.encode() for e in EDGE_CASES]
     ours = json.loads(json.dumps([verdict(t) for t in texts]))  # NaN as 0.2's output has it
     assert ours == theirs

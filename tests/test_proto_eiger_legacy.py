@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -41,6 +39,7 @@ from dranspose_fast.ingesters.zmqpull_eiger_legacy import (
 from dranspose_fast.middlewares.eiger_legacy import parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.compat.dr02 import run_dr02
 from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
 
 CAPTURE = "eiger-small.cbors"
@@ -86,15 +85,6 @@ exec(SUMMARY, _ns)  # our own constant: the same summary on both sides
 summarize = _ns["summarize"]
 
 
-def dr02_python() -> str:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if python and os.access(python, os.X_OK):
-        return python
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true but DRANSPOSE02_PYTHON is not an executable "
-                    "(build it with tests/compat/setup_dr02_venv.sh)")
-    pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
-
 
 def sd(frames: list[Any]) -> StreamData:
     return StreamData(typ="EIGER_LEGACY", frames=frames)
@@ -113,10 +103,7 @@ def capture() -> list[list[bytes]]:
 
 
 def test_parse_matches_dranspose_02_on_the_capture(capture: list[list[bytes]]) -> None:
-    res = subprocess.run([dr02_python(), "-c", DR02_SCRIPT, str(CAPTURES / CAPTURE)],
-                         capture_output=True, text=True, check=False)
-    assert res.returncode == 0, res.stderr
-    theirs = json.loads(res.stdout.strip().splitlines()[-1])
+    theirs = run_dr02(DR02_SCRIPT, CAPTURES / CAPTURE)
     # Live (zmq.Frame) and replayed (bytes) frames parse alike.
     for frames in ([[zmq.Frame(f) for f in m] for m in capture], capture):
         ours = [summarize(parse(sd(m))) for m in frames]

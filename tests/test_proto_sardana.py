@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from dranspose_fast.event import EventData, ResultData, StreamData
 from dranspose_fast.middlewares.sardana import SardanaDecodeError, parse
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.protocol_redis import Keys
+from tests.compat.dr02 import dr02_python, dr02_python_or_none, run_dr02, run_dr02_raw
 from tests.conftest import free_port, wait_for
 from tests.ensemble import Ensemble, records_by_event
 
@@ -224,15 +223,6 @@ print(json.dumps(out))
 """
 
 
-def dr02_python() -> str | None:
-    """dranspose 0.2's python (``DRANSPOSE02_PYTHON``); under ``CI=true`` it must exist."""
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if python and os.access(python, os.X_OK):
-        return python
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but DRANSPOSE02_PYTHON is no dranspose 0.2 python")
-    return None
-
 
 def dumped(path: Path) -> list[list[Any]]:
     """(event, type, point_nb) of every record of our dump, parsed here."""
@@ -326,12 +316,8 @@ def test_sardana_scans_end_to_end(ens: Ensemble, tmp_path: Path) -> None:
             return False
 
     ens.wait("the dump of both scans", complete)
-    python = dr02_python()
-    if python is not None:
-        res = subprocess.run([python, "-c", DR02_READ_DUMP, str(dump)], capture_output=True,
-                             text=True, check=False)
-        assert res.returncode == 0, res.stderr
-        assert json.loads(res.stdout) == expected
+    if dr02_python_or_none() is not None:
+        assert run_dr02(DR02_READ_DUMP, dump) == expected
     ens.wait("the dropped posts to be counted", lambda: any(
         i["counters"]["discarded_outside_scan"] >= 2
         for i in ens.get("/api/v1/config").json()["ingesters"]))
@@ -370,14 +356,10 @@ def test_dranspose_0_2_ingester_dump_reads_here(tmp_path: Path) -> None:
     """0.2's own HttpSardanaIngester (its run_source, its Dumper) makes the frames ours make."""
     from dranspose_fast.ingesters.http_sardana import _frame
 
-    python = dr02_python()
-    if python is None:
-        pytest.skip("DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)")
+    dr02_python()
     posts = [record(99), DESC, *[record(i) for i in range(4)], {"type": "RecordEnd"}]
     dump = tmp_path / "dr02-sardana.cbors"
-    res = subprocess.run([python, "-c", DR02_INGEST, str(dump), json.dumps(posts)],
-                         capture_output=True, text=True, check=False, timeout=60)
-    assert res.returncode == 0, res.stderr
+    run_dr02_raw(DR02_INGEST, dump, json.dumps(posts), timeout=60)
     theirs = list(read_dump(dump))
     assert [m.event_number for m in theirs] == list(range(6))  # record 99 came before the start
     ours = [_frame(SardanaPacket.validate_python(p)) for p in posts[1:]]
