@@ -19,14 +19,13 @@ Run: ``python -m pytest bench/bench_parse_eiger_legacy.py -q --benchmark-only -p
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from typing import Any
 
 import numpy as np
 import pytest
 import zmq
 
+from bench.dr02_timing import dr02_median_us, record
 from dranspose_fast.event import StreamData
 from dranspose_fast.middlewares.eiger_legacy import parse
 from tests.captures import CAPTURES, read_capture
@@ -36,16 +35,11 @@ SHAPE = [1024, 2048]  # DECTRIS [x, y]: 2048 rows of 1024 pixels
 
 DR02_TIMEIT = '''
 import json, statistics, sys, time
-import cbor2, zmq
+import zmq
 from dranspose.event import StreamData
 from dranspose.middlewares.eiger_legacy import parse
 if sys.argv[1] == "capture":
-    msgs = []
-    with open(sys.argv[2], "rb") as fh:
-        size = fh.seek(0, 2)
-        fh.seek(0)
-        while fh.tell() < size:
-            msgs.append([bytes(f) for f in cbor2.load(fh)])
+    msgs = read_capture(sys.argv[2])
 else:
     msgs = [json.loads(sys.argv[2])]
     msgs[0][2] = bytes(2 * msgs[0][2])  # the image part: its size in uint16 pixels
@@ -101,28 +95,6 @@ def _received(messages: list[list[bytes]]) -> list[StreamData]:
     return out
 
 
-def _dr02_median_us(*args: str) -> float | None:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python or not os.access(python, os.X_OK):
-        return None
-    res = subprocess.run([python, "-c", DR02_TIMEIT, *args], capture_output=True, text=True,
-                         check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"dranspose 0.2 timing failed: {res.stderr[-1000:]}")
-    return float(json.loads(res.stdout)["median_us"])
-
-
-def _record(benchmark: Any, what: str, per_call: int, theirs: float | None) -> None:
-    ours_us = benchmark.stats.stats.median / per_call * 1e6
-    benchmark.extra_info["ours_median_us"] = round(ours_us, 2)
-    if theirs is not None:
-        benchmark.extra_info["dr02_median_us"] = round(theirs, 2)
-        benchmark.extra_info["speedup"] = round(theirs / ours_us, 1)
-    print(f"\neiger legacy parse, {what}: ours {ours_us:.2f} us, dranspose 0.2 "
-          + (f"{theirs:.2f} us ({theirs / ours_us:.1f}x)" if theirs is not None
-             else "not measured (DRANSPOSE02_PYTHON unset)"))
-
-
 def _parse_all(messages: list[StreamData]) -> int:
     return sum(1 for data in messages if parse(data) is not None)
 
@@ -137,8 +109,8 @@ def test_parse_capture(benchmark: Any) -> None:
 
     n = benchmark.pedantic(_parse_all, setup=fresh, rounds=400)
     assert n == len(capture)
-    _record(benchmark, "capture, per message", len(capture),
-            _dr02_median_us("capture", str(CAPTURE)))
+    record(benchmark, "eiger legacy parse, capture, per message", len(capture),
+           dr02_median_us(DR02_TIMEIT, "capture", str(CAPTURE)))
 
 
 @pytest.mark.benchmark(group="eiger-legacy-4MiB")
@@ -155,5 +127,5 @@ def test_parse_uncompressed_4mib_image(benchmark: Any) -> None:
     assert image.array.shape == (SHAPE[1], SHAPE[0])  # type: ignore[union-attr]
     view = np.frombuffer(given[0].frames[2], np.uint8)
     assert np.shares_memory(image.array, view)  # type: ignore[union-attr]
-    _record(benchmark, "4 MiB uncompressed image", 1,
-            _dr02_median_us("image", json.dumps(parts)))
+    record(benchmark, "eiger legacy parse, 4 MiB uncompressed image", 1,
+           dr02_median_us(DR02_TIMEIT, "image", json.dumps(parts)))

@@ -11,14 +11,12 @@ Run: ``python -m pytest bench/bench_parse_lecroy.py -q --benchmark-only -p no:ca
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from typing import Any
 
 import pytest
 import zmq
 
+from bench.dr02_timing import dr02_median_us, record
 from dranspose_fast.data.lecroy import LECROY_TYPE
 from dranspose_fast.event import StreamData
 from dranspose_fast.middlewares.lecroy import parse
@@ -27,18 +25,12 @@ from tests.captures import CAPTURES, read_capture
 CAPTURE = CAPTURES / "maui-02-continuous-3.cbor.gz"
 
 DR02_TIMEIT = '''
-import gzip, json, statistics, sys, timeit
-import cbor2, zmq
+import json, statistics, sys, timeit
+import zmq
 from dranspose.event import StreamData
 from dranspose.data.lecroy import LECROY_TYPE
 from dranspose.middlewares.lecroy import parse
-m = []
-with gzip.open(sys.argv[1], "rb") as fh:
-    while True:
-        try:
-            m.append(cbor2.load(fh))
-        except (cbor2.CBORDecodeEOF, EOFError):
-            break
+m = read_capture(sys.argv[1])
 events = [m[1] + m[2] + m[3] + m[4], m[1] + m[5] + m[6] + m[7]]
 seqs = [StreamData(typ=LECROY_TYPE, frames=[zmq.Frame(f) for f in e]) for e in events]
 def run():
@@ -55,16 +47,6 @@ def _sequences() -> list[StreamData]:
     return [StreamData(typ=LECROY_TYPE, frames=[zmq.Frame(f) for f in e]) for e in events]
 
 
-def _dr02_median_us() -> float | None:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python or not os.access(python, os.X_OK):
-        return None
-    res = subprocess.run([python, "-c", DR02_TIMEIT, str(CAPTURE)], capture_output=True,
-                         text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"dranspose 0.2 timing failed: {res.stderr[-1000:]}")
-    return float(json.loads(res.stdout)["median_us"])
-
 
 def _parse_all(seqs: list[StreamData]) -> int:
     n = 0
@@ -78,15 +60,8 @@ def test_parse_capture_sequences(benchmark: Any) -> None:
     """Per call: the 2 sequences of the capture (the figures below are per sequence)."""
     seqs = _sequences()
     assert benchmark(_parse_all, seqs) == 2 * len(seqs)
-    ours_us = benchmark.stats.stats.median / len(seqs) * 1e6
-    benchmark.extra_info["ours_median_us_per_sequence"] = round(ours_us, 2)
-    theirs = _dr02_median_us()
-    if theirs is not None:
-        benchmark.extra_info["dr02_median_us_per_sequence"] = round(theirs, 2)
-        benchmark.extra_info["speedup"] = round(theirs / ours_us, 1)
-    print(f"\nLeCroy parse per sequence (2 channels x 8002 float64): ours {ours_us:.2f} us, "
-          "dranspose 0.2 " + (f"{theirs:.2f} us ({theirs / ours_us:.1f}x)" if theirs is not None
-                              else "not measured (DRANSPOSE02_PYTHON unset)"))
+    record(benchmark, "LeCroy parse per sequence (2 channels x 8002 float64)", len(seqs),
+           dr02_median_us(DR02_TIMEIT, str(CAPTURE)), key="_per_sequence")
 
 
 @pytest.mark.benchmark(group="lecroy-control")

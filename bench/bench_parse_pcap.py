@@ -12,14 +12,12 @@ Run: ``python -m pytest bench/bench_parse_pcap.py -q --benchmark-only -p no:cach
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from typing import Any
 
 import cbor2
 import pytest
 
+from bench.dr02_timing import dr02_timing, record
 from dranspose_fast.data.pcap import PCAPData
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingesters.zmqsub_pcap import PCAPFramer
@@ -77,29 +75,15 @@ def _messages() -> tuple[list[bytes], list[bytes], list[bytes]]:
     return blocks, rows, raw
 
 
+
 def _dr02_us(name: str) -> float | None:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python or not os.access(python, os.X_OK):
-        return None
     if not _dr02:
-        res = subprocess.run([python, "-c", DR02_TIMEIT], input=cbor2.dumps(list(_messages())),
-                             capture_output=True, check=False)
-        if res.returncode != 0:
-            raise RuntimeError(f"dranspose 0.2 timing failed: {res.stderr.decode()[-1000:]}")
-        _dr02.update(json.loads(res.stdout))
-    return _dr02[name]
+        _dr02.update(dr02_timing(DR02_TIMEIT, stdin=cbor2.dumps(list(_messages()))) or {})
+    return _dr02.get(name)
 
 
 def _record(benchmark: Any, name: str, n: int, what: str) -> None:
-    ours = benchmark.stats.stats.median / n * 1e6
-    benchmark.extra_info[f"ours_median_us_per_{what}"] = round(ours, 3)
-    theirs = _dr02_us(name)
-    if theirs is not None:
-        benchmark.extra_info[f"dr02_median_us_per_{what}"] = round(theirs, 3)
-        benchmark.extra_info["speedup"] = round(theirs / ours, 1)
-    print(f"\n{name} per {what}: ours {ours:.2f} us, dranspose 0.2 "
-          + (f"{theirs:.2f} us ({theirs / ours:.1f}x)" if theirs is not None
-             else "not measured (DRANSPOSE02_PYTHON unset)"))
+    record(benchmark, f"{name} per {what}", n, _dr02_us(name), key=f"_per_{what}", ndigits=3)
 
 
 @pytest.mark.benchmark(group="pcap-parse-row")

@@ -12,10 +12,9 @@ Run: ``python -m pytest bench/bench_parse_sardana.py -q --benchmark-only -p no:c
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from typing import Any
 
+from bench.dr02_timing import dr02_median_us, record
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.middlewares.sardana import parse
 
@@ -55,17 +54,6 @@ def scan_frames() -> list[str]:
     return [json.dumps(m) for m in [desc, *records, {"type": "RecordEnd"}]]
 
 
-def _dr02_median_us(frames: list[str]) -> float | None:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python or not os.access(python, os.X_OK):
-        return None
-    res = subprocess.run([python, "-c", DR02_TIMEIT, json.dumps(frames)], capture_output=True,
-                         text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"dranspose 0.2 timing failed: {res.stderr[-1000:]}")
-    return float(json.loads(res.stdout)["median_us"])
-
-
 def test_parse_sardana_scan(benchmark: Any) -> None:
     frames = scan_frames()
     data: list[StreamData] = [_make_stream_data("sardana", [f.encode()]) for f in frames]
@@ -75,11 +63,5 @@ def test_parse_sardana_scan(benchmark: Any) -> None:
             parse(d)
 
     benchmark(run)
-    ours_us = benchmark.stats.stats.median / len(data) * 1e6
-    benchmark.extra_info["ours_median_us"] = round(ours_us, 2)
-    theirs = _dr02_median_us(frames)
-    if theirs is not None:
-        benchmark.extra_info["dr02_median_us"] = round(theirs, 2)
-        benchmark.extra_info["speedup"] = round(theirs / ours_us, 1)
-    print(f"sardana parse per message: ours {ours_us:.2f} us, 0.2 "
-          f"{'n/a' if theirs is None else f'{theirs:.2f} us ({theirs / ours_us:.1f}x)'}")
+    record(benchmark, "sardana parse per message", len(data),
+           dr02_median_us(DR02_TIMEIT, json.dumps(frames)))

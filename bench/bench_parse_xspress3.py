@@ -11,14 +11,12 @@ Run: ``python -m pytest bench/bench_parse_xspress3.py -q --benchmark-only -p no:
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from typing import Any
 
 import pytest
 import zmq
 
+from bench.dr02_timing import dr02_median_us, record
 from dranspose_fast.event import StreamData
 from dranspose_fast.middlewares.xspress import parse
 from tests.captures import CAPTURES, read_capture
@@ -27,16 +25,10 @@ CAPTURE = CAPTURES / "xspress3-dump.cbors"
 
 DR02_TIMEIT = '''
 import contextlib, io, json, statistics, sys, timeit
-import cbor2, zmq
+import zmq
 from dranspose.event import StreamData
 from dranspose.middlewares.xspress import parse
-msgs = []
-with open(sys.argv[1], "rb") as fh:
-    while True:
-        try:
-            msgs.append(cbor2.load(fh))
-        except (cbor2.CBORDecodeEOF, EOFError):
-            break
+msgs = read_capture(sys.argv[1])
 images = [StreamData(typ="xspress", frames=[zmq.Frame(f) for f in
           msgs[i] + msgs[i + 1] + msgs[i + 2]]) for i in range(1, len(msgs) - 1, 3)]
 def run():
@@ -55,16 +47,6 @@ def _images() -> list[StreamData]:
             for i in range(1, len(msgs) - 1, 3)]
 
 
-def _dr02_median_us() -> float | None:
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python or not os.access(python, os.X_OK):
-        return None
-    res = subprocess.run([python, "-c", DR02_TIMEIT, str(CAPTURE)], capture_output=True,
-                         text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"dranspose 0.2 timing failed: {res.stderr[-1000:]}")
-    return float(json.loads(res.stdout)["median_us"])
-
 
 def _parse_all(images: list[StreamData]) -> int:
     n = 0
@@ -78,15 +60,8 @@ def test_parse_capture_images(benchmark: Any) -> None:
     """Per call: the 20 images of the capture (divide the figures by 20 per image)."""
     images = _images()
     assert benchmark(_parse_all, images) == 4 * len(images)
-    ours_us = benchmark.stats.stats.median / len(images) * 1e6
-    benchmark.extra_info["ours_median_us_per_image"] = round(ours_us, 2)
-    theirs = _dr02_median_us()
-    if theirs is not None:
-        benchmark.extra_info["dr02_median_us_per_image"] = round(theirs, 2)
-        benchmark.extra_info["speedup"] = round(theirs / ours_us, 1)
-    print(f"\nxspress3 parse per image: ours {ours_us:.2f} us, dranspose 0.2 "
-          + (f"{theirs:.2f} us ({theirs / ours_us:.1f}x)" if theirs is not None
-             else "not measured (DRANSPOSE02_PYTHON unset)"))
+    record(benchmark, "xspress3 parse per image", len(images),
+           dr02_median_us(DR02_TIMEIT, str(CAPTURE)), key="_per_image")
 
 
 @pytest.mark.benchmark(group="xspress3-header")
