@@ -31,7 +31,7 @@ from dranspose_fast.ingester_framing import (
     FrameError,
     Framer,
 )
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 from dranspose_fast.middlewares.eiger_legacy import IMAGE_PARTS, header_parts
 
 __all__ = [
@@ -50,9 +50,6 @@ class EigerLegacyFramer(Framer):
         if not frames:
             raise FrameError("parts", "an empty message")
         head = _json_head(frames[0])
-        if type(head) is not dict:
-            raise FrameError("part 1 (message header)",
-                             f"a JSON {type(head).__name__}, expected an object")
         htype = head.get("htype")
         n = len(frames)
         if htype == "dimage-1.0":
@@ -81,10 +78,10 @@ def _check_frame(frame: Any) -> None:
                          exc.errors(include_url=False)[0]["msg"]) from None
 
 
-def _json_head(frame: Any) -> Any:
-    """Frame 0 as JSON, read as 0.2 read it (NaN, Infinity); FrameError if it is none."""
+def _json_head(frame: Any) -> dict[str, Any]:
+    """Frame 0 as a JSON object, read as 0.2 read it (NaN, Infinity); FrameError if not."""
     try:
-        return json_value(frame)
+        return json_object(frame)
     except JsonRefused as exc:
         raise FrameError("part 1 (message header)", str(exc)) from None
 

@@ -29,7 +29,7 @@ from dranspose_fast.ingester_framing import (
     FrameError,
     Framer,
 )
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 
 __all__ = ["AlbaemFramer", "ZmqSubAlbaemIngester", "ZmqSubAlbaemSettings"]
 
@@ -49,8 +49,6 @@ class AlbaemFramer(Framer):
         if not frames:
             raise FrameError("frames", "an empty message")
         msg = _json_head(frames[0])
-        if type(msg) is not dict:
-            raise FrameError("frame 0", f"a JSON {type(msg).__name__}, expected an object")
         mtype = msg.get("message_type")
         kind = _KINDS.get(mtype) if type(mtype) is str else None
         if kind is None or type(mtype) is not str:
@@ -76,10 +74,10 @@ def _check(frame: Any, mtype: str) -> None:
         raise FrameError(f"frame 0 field {field!r}", err["msg"]) from None
 
 
-def _json_head(frame: Any) -> Any:
-    """Frame 0 as JSON, read as 0.2 read it (NaN, Infinity); FrameError if it is none."""
+def _json_head(frame: Any) -> dict[str, Any]:
+    """Frame 0 as a JSON object, read as 0.2 read it (NaN, Infinity); FrameError if not."""
     try:
-        return json_value(frame)
+        return json_object(frame)
     except JsonRefused as exc:
         raise FrameError("frame 0", str(exc)) from None
 

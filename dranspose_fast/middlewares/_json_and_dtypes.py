@@ -13,7 +13,9 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-__all__ = ["DTYPES", "DtypeRefused", "JsonRefused", "json_value", "plain_dtype", "short"]
+__all__ = [
+    "DTYPES", "DtypeRefused", "JsonRefused", "json_object", "json_value", "plain_dtype", "short",
+]
 
 _json_decode = msgspec.json.decode
 
@@ -57,6 +59,20 @@ def json_value(frame: Any) -> Any:
         return json.loads(bytes(frame))
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
         raise JsonRefused(f"not valid JSON: {problem}") from None
+
+
+def json_object(frame: Any) -> dict[str, Any]:
+    """``json_value(frame)``, which must be a JSON object.
+
+    Raises
+    ------
+    JsonRefused
+        as ``json_value``, or ``a JSON <type>, expected an object``.
+    """
+    value = json_value(frame)
+    if type(value) is not dict:
+        raise JsonRefused(f"a JSON {type(value).__name__}, expected an object")
+    return value
 
 
 def plain_dtype(name: str) -> np.dtype[Any]:

@@ -23,7 +23,7 @@ from dranspose_fast.data.pcap import (
     PCAPStart,
 )
 from dranspose_fast.event import StreamData
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value, short
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object, short
 
 __all__ = ["PCAPDecodeError", "parse"]
 
@@ -70,12 +70,9 @@ def decode_object(frame: Any) -> dict[str, Any]:
         if the frame is not JSON or not an object.
     """
     try:
-        msg = json_value(frame)
+        return json_object(frame)
     except JsonRefused as exc:
         raise PCAPDecodeError(f"PCAP frame 0 is {exc}") from None
-    if type(msg) is not dict:
-        raise PCAPDecodeError(f"PCAP frame 0 is a JSON {type(msg).__name__}, expected an object")
-    return msg
 
 
 def packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:

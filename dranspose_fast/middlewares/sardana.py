@@ -24,7 +24,7 @@ from dranspose_fast.data.sardana import (
     SardanaRecordEnd,
 )
 from dranspose_fast.event import StreamData
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_value, short
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object, short
 
 __all__ = ["SardanaDecodeError", "parse"]
 
@@ -66,9 +66,6 @@ def parse(data: StreamData) -> SardanaPacketType:
         raise SardanaDecodeError(
             f"sardana message has {len(frames)} frames, expected 1 (a JSON object)")
     val = _decode(frames[0])
-    if type(val) is not dict:
-        raise SardanaDecodeError(
-            f"sardana frame 0 is a JSON {type(val).__name__}, expected an object")
     kind = val.get("type")
     get = val.get
     if kind == "RecordData":
@@ -97,10 +94,10 @@ def _declared_first(val: dict[str, Any], cls: type[BaseModel]) -> dict[str, Any]
     return ordered
 
 
-def _decode(frame: Any) -> Any:
-    """The JSON value of ``frame``; Python's ``json`` reads what msgspec refuses (NaN, 1e400)."""
+def _decode(frame: Any) -> dict[str, Any]:
+    """The JSON object in ``frame``; Python's ``json`` reads what msgspec refuses (NaN, 1e400)."""
     try:
-        return json_value(frame)
+        return json_object(frame)
     except JsonRefused as exc:
         raise SardanaDecodeError(f"sardana frame 0 is {exc}") from None
 
