@@ -30,9 +30,10 @@ from dranspose_fast.ingesters.zmqsub_albaem import (
     ZmqSubAlbaemSettings,
 )
 from dranspose_fast.protocol import StreamName
-from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.captures import CAPTURES, read_capture
 from tests.compat.dr02 import run_dr02
 from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
+from tests.protocol_harness import stream_capture
 
 CAPTURE = "albaem-dump.cbors"
 
@@ -166,24 +167,11 @@ def test_fuzz_framer_agrees_with_the_models(first: bytes, more: list[bytes]) -> 
 # === the ingester on real sockets ===
 
 
-def stream_capture(h: Harness, cls: type[ZmqSubAlbaemIngester], messages: list[list[bytes]],
-                   n_events: int, streams: tuple[str, ...] = ("em",)) -> tuple[Any, list[Any]]:
-    sender = CaptureSender("PUB")
-    try:
-        ing = h.ingester(cls, list(streams), upstream_url=sender.url)
-        w0 = h.worker("w0", ing)
-        uid = h.start_scan(list(streams), ing)
-        h.assign(uid, 0, [[1] * len(streams)] * n_events, ["w0"])
-        sender.send(messages)
-        return ing, w0.receive(n_events)
-    finally:
-        sender.close()
-
 
 def test_capture_streams_through_the_ingester(harness: Harness,
                                               capture: list[list[bytes]]) -> None:
     assert ingester_class("ZmqSubAlbaemIngester") is ZmqSubAlbaemIngester
-    ing, got = stream_capture(harness, ZmqSubAlbaemIngester, capture, len(capture))
+    ing, got = stream_capture(harness, ZmqSubAlbaemIngester, capture, len(capture), ("em",))
     assert [e for e, _ in got] == list(range(len(capture)))
     for (_e, streams), sent in zip(got, capture, strict=True):
         assert streams["em"].typ == "albaem"
@@ -204,7 +192,7 @@ def test_malformed_messages_are_counted_and_the_series_goes_on(
         [dumps({"version": 1, "message_id": 9, "message_type": "data"})],  # fields missing
     ]
     messages = [*bad, start, data[0], [b"\xff"], data[1], data[2], start, data[3], end]
-    ing, got = stream_capture(harness, ZmqSubAlbaemIngester, messages, 6)
+    ing, got = stream_capture(harness, ZmqSubAlbaemIngester, messages, 6, ("em",))
     assert [[as_bytes(f) for f in s["em"].frames] for _e, s in got] == capture
     # Four before the start, the junk inside the series and the second start.
     c = wait_for(lambda: (c := ing.counter_values()).malformed == 6 and c,

@@ -45,6 +45,7 @@ from tests.captures import CAPTURES, CaptureSender, read_capture
 from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
+from tests.protocol_harness import stream_capture
 
 CAPTURE = "contrast-dump.cbors"
 N_RUNNING = 20
@@ -303,21 +304,6 @@ def test_fuzz_framer_raises_only_frame_errors(messages: list[list[bytes]]) -> No
 # === the ingester, over real sockets ===
 
 
-def _run_scan(harness: Harness, cls: type[ZmqSubContrastIngester],
-              messages: list[list[bytes]], events: int) -> list[tuple[int, dict[str, Any]]]:
-    sender = CaptureSender("PUB")
-    try:
-        ing = harness.ingester(cls, ["con"], upstream_url=sender.url)
-        w0 = harness.worker("w0", ing)
-        uid = harness.start_scan(["con"], ing)
-        harness.assign(uid, 0, [[1]] * events, ["w0"])
-        sender.send(messages)
-        got = w0.receive(events)
-        assert w0.nothing_more(0.2)
-        return got
-    finally:
-        sender.close()
-
 
 def _check_series(got: list[tuple[int, dict[str, Any]]], capture: list[list[bytes]]) -> None:
     assert [e for e, _ in got] == list(range(N_RUNNING + 2))
@@ -331,7 +317,8 @@ def _check_series(got: list[tuple[int, dict[str, Any]]], capture: list[list[byte
 
 
 def test_ingester_forwards_the_capture(harness: Harness, capture: list[list[bytes]]) -> None:
-    got = _run_scan(harness, ZmqSubContrastIngester, capture, N_RUNNING + 2)
+    got = stream_capture(harness, ZmqSubContrastIngester, capture, N_RUNNING + 2,
+                         ["con"], exact=True)[1]
     _check_series(got, capture)
     ing = harness.ingesters[-1]
     c = wait_for(lambda: (c := ing.counter_values()).forwarded == N_RUNNING + 2 and c)
@@ -370,7 +357,7 @@ def test_ingester_counts_malformed_messages_and_goes_on(
         + by["running"][3:5] + by["finished"]
         + by["running"][5:6]  # after the end: discarded outside the scan
     )
-    got = _run_scan(harness, ZmqSubContrastIngester, messages, 7)
+    got = stream_capture(harness, ZmqSubContrastIngester, messages, 7, ["con"], exact=True)[1]
     streams = [s["con"] for _, s in got]
     assert [status_of(s.frames) for s in streams] == (
         ["started"] + ["running"] * 5 + ["finished"])
@@ -402,7 +389,7 @@ class WrappingIngester(ZmqSubContrastIngester):
 
 
 def test_user_subclass_wrapping_run_source(harness: Harness, capture: list[list[bytes]]) -> None:
-    got = _run_scan(harness, WrappingIngester, capture, N_RUNNING + 2)
+    got = stream_capture(harness, WrappingIngester, capture, N_RUNNING + 2, ["con"], exact=True)[1]
     _check_series(got, capture)
     assert isinstance(harness.ingesters[-1], WrappingIngester)
 

@@ -38,9 +38,10 @@ from dranspose_fast.ingesters.zmqpull_eiger_legacy import (
 )
 from dranspose_fast.middlewares.eiger_legacy import parse
 from dranspose_fast.protocol import StreamName
-from tests.captures import CAPTURES, CaptureSender, read_capture
+from tests.captures import CAPTURES, read_capture
 from tests.compat.dr02 import run_dr02
 from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
+from tests.protocol_harness import stream_capture
 
 CAPTURE = "eiger-small.cbors"
 
@@ -323,25 +324,12 @@ def test_framer_classifies_the_capture(capture: list[list[bytes]]) -> None:
 # === the ingester on real sockets ===
 
 
-def stream_capture(h: Harness, cls: type[ZmqPullEigerLegacyIngester],
-                   messages: list[list[bytes]], n_events: int,
-                   streams: tuple[str, ...] = ("eiger",)) -> tuple[Any, list[Any]]:
-    sender = CaptureSender("PUSH")
-    try:
-        ing = h.ingester(cls, list(streams), upstream_url=sender.url)
-        w0 = h.worker("w0", ing)
-        uid = h.start_scan(list(streams), ing)
-        h.assign(uid, 0, [[1] * len(streams)] * n_events, ["w0"])
-        sender.send(messages)
-        return ing, w0.receive(n_events)
-    finally:
-        sender.close()
-
 
 def test_capture_streams_through_the_ingester(harness: Harness,
                                               capture: list[list[bytes]]) -> None:
     assert ingester_class("ZmqPullEigerLegacyIngester") is ZmqPullEigerLegacyIngester
-    ing, got = stream_capture(harness, ZmqPullEigerLegacyIngester, capture, len(capture))
+    ing, got = stream_capture(harness, ZmqPullEigerLegacyIngester, capture, len(capture),
+                              ("eiger",), socket="PUSH")
     assert [e for e, _ in got] == list(range(len(capture)))
     for (_e, streams), sent in zip(got, capture, strict=True):
         assert streams["eiger"].typ == "EIGER_LEGACY"
@@ -366,7 +354,8 @@ def test_malformed_messages_are_counted_and_the_series_goes_on(
         [dumps({"htype": "dimage-1.0"}), b"{}", b"", b"{}"],  # no frame number
     ]
     messages = [*bad, header, images[0], [b"{"], images[1][:3], images[1], images[2], end]
-    ing, got = stream_capture(harness, ZmqPullEigerLegacyIngester, messages, 5)
+    ing, got = stream_capture(harness, ZmqPullEigerLegacyIngester, messages, 5, ("eiger",),
+                              socket="PUSH")
     want = [header, images[0], images[1], images[2], end]
     assert [[as_bytes(f) for f in s["eiger"].frames] for _e, s in got] == want
     c = wait_for(lambda: (c := ing.counter_values()).malformed == 7 and c,
@@ -396,7 +385,7 @@ class SoftTriggered(ZmqPullEigerLegacyIngester):
 
 def test_user_subclass_wraps_run_source(harness: Harness, capture: list[list[bytes]]) -> None:
     ing, got = stream_capture(harness, SoftTriggered, [capture[1], *capture], 5,
-                              streams=("eiger", "dummy"))
+                              streams=("eiger", "dummy"), socket="PUSH")
     assert [[as_bytes(f) for f in s["eiger"].frames] for _e, s in got] == capture
     assert [as_bytes(s["dummy"].frames[0]) for _e, s in got] == [b"0", b"1", b"2", b"3", b"4"]
     assert ing.upstream_streams == []  # the generator path

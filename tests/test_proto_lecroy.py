@@ -51,6 +51,7 @@ from tests.captures import CaptureSender, read_capture
 from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
+from tests.protocol_harness import stream_capture
 
 CAPTURE = "maui-02-continuous-3.cbor.gz"
 _CAPTURE = read_capture(CAPTURE)
@@ -409,21 +410,6 @@ def test_fuzz_framer_raises_only_frame_errors(messages: list[list[bytes]]) -> No
 # === the ingester, over real sockets ===
 
 
-def _run_scan(harness: Harness, cls: type[ZmqSubLecroyIngester],
-              messages: list[list[bytes]], events: int) -> list[tuple[int, dict[str, Any]]]:
-    sender = CaptureSender("PUB")
-    try:
-        ing = harness.ingester(cls, ["scope"], upstream_url=sender.url)
-        w0 = harness.worker("w0", ing)
-        uid = harness.start_scan(["scope"], ing)
-        harness.assign(uid, 0, [[1]] * events, ["w0"])
-        sender.send(messages)
-        got = w0.receive(events)
-        assert w0.nothing_more(0.2)
-        return got
-    finally:
-        sender.close()
-
 
 def _check_series(got: list[tuple[int, dict[str, Any]]]) -> None:
     assert [e for e, _ in got] == list(range(len(EVENTS)))
@@ -435,7 +421,7 @@ def _check_series(got: list[tuple[int, dict[str, Any]]]) -> None:
 
 
 def test_ingester_forwards_the_capture(harness: Harness) -> None:
-    got = _run_scan(harness, ZmqSubLecroyIngester, M, len(EVENTS))
+    got = stream_capture(harness, ZmqSubLecroyIngester, M, len(EVENTS), ["scope"], exact=True)[1]
     _check_series(got)
     ing = harness.ingesters[-1]
     c = wait_for(lambda: (c := ing.counter_values()).forwarded == len(EVENTS) and c)
@@ -466,7 +452,7 @@ def test_ingester_counts_malformed_messages_and_goes_on(harness: Harness) -> Non
         + M[8:9]  # the end event
         + [M[2]]  # after the end: discarded outside the scan
     )
-    got = _run_scan(harness, ZmqSubLecroyIngester, messages, 3)
+    got = stream_capture(harness, ZmqSubLecroyIngester, messages, 3, ["scope"], exact=True)[1]
     streams = [s["scope"] for _, s in got]
     assert [[as_bytes(f) for f in s.frames] for s in streams] == [EVENTS[0], EVENTS[1], M[8]]
     ing = harness.ingesters[-1]
@@ -497,7 +483,7 @@ class WrappingIngester(ZmqSubLecroyIngester):
 
 
 def test_user_subclass_wrapping_run_source(harness: Harness) -> None:
-    got = _run_scan(harness, WrappingIngester, M, len(EVENTS))
+    got = stream_capture(harness, WrappingIngester, M, len(EVENTS), ["scope"], exact=True)[1]
     _check_series(got)
     assert isinstance(harness.ingesters[-1], WrappingIngester)
 

@@ -48,6 +48,7 @@ from tests.ingester_harness import (  # noqa: F401 (fixtures)
     harness,
     wait_for,
 )
+from tests.protocol_harness import stream_capture
 
 CAPTURE = "xspress3-dump.cbors"
 N_IMAGES = 20
@@ -422,21 +423,6 @@ def test_fuzz_framer_raises_only_frame_errors_and_recovers(
 # === the ingester, over real sockets ===
 
 
-def _run_scan(harness: Harness, cls: type[ZmqSubXspressIngester],
-              messages: list[list[bytes]], events: int) -> list[tuple[int, dict[str, Any]]]:
-    sender = CaptureSender("PUB")
-    try:
-        ing = harness.ingester(cls, ["xsp"], upstream_url=sender.url)
-        w0 = harness.worker("w0", ing)
-        uid = harness.start_scan(["xsp"], ing)
-        harness.assign(uid, 0, [[1]] * events, ["w0"])
-        sender.send(messages)
-        got = w0.receive(events)
-        assert w0.nothing_more(0.2)
-        return got
-    finally:
-        sender.close()
-
 
 def _check_series(got: list[tuple[int, dict[str, Any]]]) -> None:
     assert [e for e, _ in got] == list(range(N_IMAGES + 2))
@@ -453,7 +439,8 @@ def _check_series(got: list[tuple[int, dict[str, Any]]]) -> None:
 def test_ingester_forwards_the_capture(harness: Harness, capture: list[list[bytes]],
                                        form: str) -> None:
     messages = capture if form == "legacy" else three_part(capture)
-    got = _run_scan(harness, ZmqSubXspressIngester, messages, N_IMAGES + 2)
+    got = stream_capture(harness, ZmqSubXspressIngester, messages, N_IMAGES + 2,
+                         ["xsp"], exact=True)[1]
     _check_series(got)
     ing = harness.ingesters[-1]
     c = wait_for(lambda: (c := ing.counter_values()).forwarded == N_IMAGES + 2 and c)
@@ -474,7 +461,7 @@ def test_ingester_counts_malformed_messages_and_goes_on(
         + img[2][:1] + img[3]  # image 2 lost data and meta: 1; image 3 survives
         + img[4] + [capture[-1]] + img[6]  # after the end: discarded outside the scan
     )
-    got = _run_scan(harness, ZmqSubXspressIngester, messages, 6)
+    got = stream_capture(harness, ZmqSubXspressIngester, messages, 6, ["xsp"], exact=True)[1]
     streams = [s["xsp"] for _, s in got]
     kinds = [head(s.frames)["htype"] for s in streams]
     assert kinds == ["header", "image", "image", "image", "image", "series_end"]
@@ -506,7 +493,7 @@ class WrappingIngester(ZmqSubXspressIngester):
 
 def test_user_subclass_wrapping_run_source(harness: Harness, capture: list[list[bytes]]) -> None:
     WrappingIngester.passed = 0
-    got = _run_scan(harness, WrappingIngester, capture, N_IMAGES + 2)
+    got = stream_capture(harness, WrappingIngester, capture, N_IMAGES + 2, ["xsp"], exact=True)[1]
     _check_series(got)
     assert WrappingIngester.passed == N_IMAGES + 2
     ing = harness.ingesters[-1]
