@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import pytest
 
 from dranspose_fast.dump import read_dump
 from tests.captures import CaptureSender, read_capture
@@ -32,7 +31,6 @@ from tests.ensemble import ROOT, uniform
 WORKER = "tests.compat.proto_classes:ProtoWorker"
 REDUCER = "tests.compat.proto_classes:ProtoReducer"
 DR02_SCRIPT = ROOT / "tests" / "compat" / "dr02_ingest.py"
-SETUP_DR02 = ROOT / "tests" / "compat" / "setup_dr02_venv.sh"
 
 
 @dataclass(frozen=True)
@@ -75,39 +73,6 @@ CASES = [
 ]
 
 
-
-
-def dr02_python() -> str:
-    """The python of a venv with dranspose 0.2.0: skip without one, but fail under CI=true.
-
-    Under ``CI=true`` without ``DRANSPOSE02_PYTHON`` the venv is built (or reused) by
-    ``tests/compat/setup_dr02_venv.sh``; if that fails, so does the test.
-    """
-    ci = os.environ.get("CI", "").lower() == "true"
-    python = os.environ.get("DRANSPOSE02_PYTHON", "")
-    if not python and ci:
-        built = subprocess.run(["bash", str(SETUP_DR02)], capture_output=True, text=True,
-                               check=False, timeout=900)
-        if built.returncode != 0:
-            pytest.fail(f"CI=true and the dranspose 0.2 venv cannot be built:\n"
-                        f"{built.stderr[-2000:]}")
-        python = built.stdout.strip().splitlines()[-1]
-    problem = None
-    if not python:
-        problem = "DRANSPOSE02_PYTHON is not set (see tests/compat/setup_dr02_venv.sh)"
-    elif not os.access(python, os.X_OK):
-        problem = f"DRANSPOSE02_PYTHON={python!r} is not an executable"
-    else:
-        probe = subprocess.run(
-            [python, "-c", "import importlib.metadata as m; print(m.version('dranspose'))"],
-            capture_output=True, text=True, check=False)
-        if probe.stdout.strip() != "0.2.0":
-            problem = f"{python} has no dranspose 0.2.0: {probe.stderr.strip()[-300:]}"
-    if problem is not None:
-        if ci:
-            pytest.fail(f"CI=true: {problem}")
-        pytest.skip(problem)
-    return python
 
 
 def run_dr02(python: str, case: Case, tmp: Path, redis_url: str,

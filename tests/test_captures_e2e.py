@@ -27,12 +27,12 @@ from tests.capture_runs import (
     CASES,
     Case,
     LiveEnsemble,
-    dr02_python,
     dump_content,
     first_difference,
     replay_here,
     run_dr02,
 )
+from tests.compat.dr02 import dr02_python
 from tests.conftest import RedisServer
 
 
