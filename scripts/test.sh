@@ -26,4 +26,19 @@ else
     echo "could not set up dranspose 0.2; its compatibility tests will be skipped"
 fi
 
+# cbor2 6 unpacked beside (not installed: pyproject keeps cbor2 < 6), so a test proves our dump
+# reader works under it too.
+CBOR2_6_DIR=${CBOR2_6_DIR:-/tmp/dfast-cbor2-6}
+if [ ! -d "$CBOR2_6_DIR/cbor2" ]; then
+    tmp=$(mktemp -d)
+    if "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            -d "$tmp" "cbor2>=6,<7" >/dev/null 2>&1; then
+        "$PYTHON" -m zipfile -e "$tmp"/cbor2-*.whl "$CBOR2_6_DIR"
+    else
+        echo "could not download cbor2 6; its reader test will be skipped"
+    fi
+    rm -rf "$tmp"
+fi
+[ -d "$CBOR2_6_DIR/cbor2" ] && export CBOR2_6_PATH="$CBOR2_6_DIR"
+
 exec "$PYTHON" -m pytest "$@"
