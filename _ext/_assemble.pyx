@@ -5,7 +5,7 @@ Each ingester sends a worker only the streams it owns; the assignment says how m
 each event of that worker carries. These kernels merge the partials and build the
 ``EventData`` of every event that became complete, in one compiled pass per batch: the
 merge is dict work, the models are built without validation (``_batch.construct``'s
-shortcut). State lives in the caller's dicts (``worker_parts.Assembler``); no policy here.
+shortcut). State lives in the caller's dicts (``dranspose_fast.worker.parts.Assembler``); no policy here.
 """
 
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Contains

@@ -9,7 +9,7 @@ A batch travels as the multipart message ``[meta, index, payload, big_0, big_1, 
 * frames at or above the caller's threshold travel as their own (zero-copy) ZMQ frames.
 
 The kernels here only copy bytes and build containers; the wrapper
-(``dranspose_fast.dataplane``) decides thresholds and socket use.
+(``dranspose_fast.runtime.dataplane``) decides thresholds and socket use.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize

@@ -1,10 +1,10 @@
 # cython: language_level=3, embedsignature=True, freethreading_compatible=True
-"""Compiled constraint-binding engine (kernel of ``dranspose_fast.binding``).
+"""Compiled constraint-binding engine (kernel of ``dranspose_fast.mapping.binding``).
 
 ``Engine`` binds constraints to workers and emits whole events as credits allow, in one
 compiled loop, reading the pools of a ``TriggerMap`` (``_ext/_triggermap.pyx``) through the
 layout declared in ``dranspose_fast/_triggermap.pxd``. The rules are documented in
-``dranspose_fast/binding.py`` and ``docs/mapping.md``; this module only checks what could make
+``dranspose_fast/mapping/binding.py`` and ``docs/mapping.md``; this module only checks what could make
 it read out of bounds.
 """
 
@@ -51,7 +51,7 @@ cdef struct MV:
 
 
 cdef class Engine:
-    """Binds constraints to workers and emits events in order (see ``binding.py``).
+    """Binds constraints to workers and emits events in order (see ``dranspose_fast/mapping/binding.py``).
 
     Workers are slots 0..63 with a tag mask, ``credit`` (granted minus charged deliveries)
     and ``pending`` (deliveries reserved by bound constraints, not yet emitted).

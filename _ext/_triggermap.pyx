@@ -4,9 +4,9 @@
 ``TriggerMap`` holds every distinct part once, as flat pools (CSR per (event, stream) cell),
 plus the sequence of part instances. Its C layout is declared in
 ``dranspose_fast/_triggermap.pxd`` so that the binding engine (``_ext/_binding.pyx``) reads the
-pools directly. The rules are documented in ``dranspose_fast/mapping.py`` and
+pools directly. The rules are documented in ``dranspose_fast/mapping/sequence.py`` and
 ``docs/mapping.md``; this module only checks what could make it read out of bounds. Parsing,
-tag numbering and user-facing wording live in ``mapping.py``.
+tag numbering and user-facing wording live in ``mapping/sequence.py``.
 """
 
 cimport cython

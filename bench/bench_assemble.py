@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from dranspose_fast import _assemble, dataplane
+from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData, _make_event_data, _make_stream_data
+from dranspose_fast.runtime import dataplane
 
 N = 10_000
 FRAME = b"x" * 8192

@@ -25,10 +25,10 @@ import redis
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from dranspose_fast.controller import Controller, ControllerSettings
-from dranspose_fast.controller_scan import Scan
+from dranspose_fast.controller.scan import Scan
 from dranspose_fast.mapping import MappingSequence
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
     CreditMessage,

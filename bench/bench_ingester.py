@@ -2,8 +2,9 @@
 
 Run: ``python -m pytest bench/bench_ingester.py -q --benchmark-only -p no:cacheprovider``.
 
-* ``route``: one ``ingester_routing.route`` round of 1024 rows (2 streams, 4 workers, 8 KiB
-  frames already received), packed and sent over inproc; ``extra_info["us/event"]``.
+* ``route``: one ``dranspose_fast.ingester.routing.route`` round of 1024 rows (2 streams,
+  4 workers, 8 KiB frames already received), packed and sent over inproc;
+  ``extra_info["us/event"]``.
 * end to end: a STINS PUSH source process → the ingester (this process, real Redis, real
   assignment batches) → a worker process (DEALER) that counts the events; beside it the same
   topology with a bare Python PULL→PUSH relay in place of the ingester, measured in the same
@@ -29,11 +30,11 @@ import redis
 import zmq
 
 from dranspose_fast.event import _make_stream_data
-from dranspose_fast.ingester_routing import PendingBatch, Scan, WorkerLinks, route
-from dranspose_fast.ingester_sources import Counters
+from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
+from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from tests.conftest import RedisServer, free_port
 
 FRAME = 8192

@@ -34,10 +34,11 @@ import numpy as np
 import pytest
 import zmq
 
-from dranspose_fast import _batch, dataplane
+from dranspose_fast import _batch
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.mapping import BindingEngine, MappingSequence
 from dranspose_fast.middlewares.stream1 import parse
+from dranspose_fast.runtime import dataplane
 
 EVENTS = 100
 SMALL = (64, 64)  # 8 KiB of uint16

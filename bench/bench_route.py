@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import zmq
 
-from dranspose_fast import _route, dataplane
+from dranspose_fast import _route
 from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.runtime import dataplane
 
 ROWS = 1024
 WORKERS = 4

@@ -24,12 +24,12 @@ import redis
 import zmq
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from dranspose_fast import dataplane
 from dranspose_fast.event import StreamData, _make_stream_data
-from dranspose_fast.settings import WorkerSettings
-from dranspose_fast.usercode import encode_payload
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.runtime.usercode import encode_payload
 from dranspose_fast.worker import Worker
-from dranspose_fast.worker_parts import Assembler
+from dranspose_fast.worker.parts import Assembler
 from tests.conftest import RedisServer
 from tests.test_worker import FakeIngester, FakeReducer, Scans, assign
 

@@ -16,7 +16,7 @@ import pydantic
 
 from dranspose_fast import __version__
 from dranspose_fast.errors import DransposeFastError
-from dranspose_fast.settings import CliSettings
+from dranspose_fast.runtime.settings import CliSettings
 
 if TYPE_CHECKING:
     from dranspose_fast.ingester import Ingester
@@ -157,8 +157,8 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _redis_logging(name: str) -> None:
     """Send this process's log records to Redis for the controller's /api/v1/logs."""
-    from dranspose_fast.distributed import RedisLogHandler, connect
-    from dranspose_fast.settings import DistributedSettings
+    from dranspose_fast.runtime.service import RedisLogHandler, connect
+    from dranspose_fast.runtime.settings import DistributedSettings
 
     handler = RedisLogHandler(connect(DistributedSettings()), name)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -169,7 +169,7 @@ def _require_redis() -> None:
     """Fail in one line, before anything starts, when Redis cannot be reached."""
     import redis
 
-    from dranspose_fast.settings import DistributedSettings
+    from dranspose_fast.runtime.settings import DistributedSettings
 
     url = str(DistributedSettings().redis_dsn)
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
@@ -219,8 +219,8 @@ def _run_combined(args: argparse.Namespace) -> int:
     )
     from dranspose_fast.protocol import StreamName, WorkerName
     from dranspose_fast.reducer import Reducer, create_app
-    from dranspose_fast.settings import ReducerSettings, WorkerSettings
-    from dranspose_fast.worker_service import Worker
+    from dranspose_fast.runtime.settings import ReducerSettings, WorkerSettings
+    from dranspose_fast.worker import Worker
 
     _require_redis()
     ingester_cfg: dict[str, object] = {"ingester_streams": [StreamName("eiger")],
@@ -282,15 +282,15 @@ def _run_service(args: argparse.Namespace) -> int:
         controller.run(host=args.host, port=args.port)
     elif command == "reducer":
         from dranspose_fast import reducer
-        from dranspose_fast.settings import ReducerSettings
+        from dranspose_fast.runtime.settings import ReducerSettings
 
         if args.reducerclass:
             os.environ["REDUCER_CLASS"] = args.reducerclass
         _redis_logging("reducer")
         reducer.run(host=args.host, port=args.port, settings=ReducerSettings())
     elif command == "worker":
-        from dranspose_fast.settings import WorkerSettings
-        from dranspose_fast.worker_service import Worker
+        from dranspose_fast.runtime.settings import WorkerSettings
+        from dranspose_fast.worker import Worker
 
         overrides = {"worker_name": args.name} if args.name else {}
         if args.workerclass:

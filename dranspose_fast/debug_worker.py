@@ -24,8 +24,8 @@ from starlette.responses import Response
 
 from dranspose_fast.event import EventData, _make_event_data
 from dranspose_fast.protocol import StreamName, WorkerTag
-from dranspose_fast.settings import WorkerSettings
-from dranspose_fast.worker_service import Worker
+from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.worker import Worker
 
 __all__ = ["BUFFER_SIZE", "DebugWorker", "DebugWorkerSettings", "create_app", "run"]
 

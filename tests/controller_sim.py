@@ -20,7 +20,7 @@ from dranspose_fast.controller import (
     ControllerSettings,
 )
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
     CreditMessage,

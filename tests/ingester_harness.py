@@ -14,11 +14,11 @@ import pytest
 import redis
 import zmq
 
-from dranspose_fast.dataplane import decode_events
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import Ingester
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.runtime.dataplane import decode_events
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from tests.conftest import free_port, wait_for
 from tests.stins_source import StinsSource
 

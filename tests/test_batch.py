@@ -7,8 +7,9 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dranspose_fast import _batch, dataplane
+from dranspose_fast import _batch
 from dranspose_fast.event import StreamData
+from dranspose_fast.runtime import dataplane
 
 
 def events_strategy() -> st.SearchStrategy:

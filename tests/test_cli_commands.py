@@ -18,7 +18,7 @@ import redis
 
 from dranspose_fast import cli
 from dranspose_fast.ingesters import BUILTIN_INGESTERS
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.conftest import RedisServer, free_port, wait_for
 from tests.ensemble import ROOT, Ensemble, uniform
 from tests.stins_source import StinsSource

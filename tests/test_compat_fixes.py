@@ -31,12 +31,12 @@ import redis
 from packaging.requirements import Requirement
 
 from dranspose_fast.api.server import HttpThread
-from dranspose_fast.controller_scan import write_scan_dumps
+from dranspose_fast.controller.scan import write_scan_dumps
 from dranspose_fast.dump import read_dump, write_dump
 from dranspose_fast.event import InternalWorkerMessage, StreamData
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.protocol import ParameterName, WorkParameter
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.compat.dr02 import dr02_python, dr02_python_or_none
 from tests.conftest import free_port, wait_for
 
@@ -57,7 +57,7 @@ def run_py(python: str, code: str, *args: str, path: str | None = None,
 
 
 def test_worker_settings_and_names_at_the_worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dranspose_fast import settings
+    from dranspose_fast.runtime import settings
     from dranspose_fast.worker import RedisException, WorkerSettings, random_worker_name
 
     assert WorkerSettings is settings.WorkerSettings

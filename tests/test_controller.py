@@ -23,7 +23,7 @@ from dranspose_fast.controller import (
 )
 from dranspose_fast.mapping import MappingSequence
 from dranspose_fast.parameters import IntParameter, load_parameter_file
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime.redis_messages import (
     Keys,
 )
 from tests.conftest import RedisServer, wait_for

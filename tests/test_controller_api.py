@@ -21,9 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dranspose_fast.api.controller_routes import create_app
 from dranspose_fast.controller import Controller, ControllerSettings
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.controller.routes import create_app
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.conftest import free_port, wait_for
 
 # the controller fixtures are shared with the controller's own tests

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from dranspose_fast.distributed import Service, stream_id
 from dranspose_fast.protocol import ReducerState
-from dranspose_fast.protocol_redis import ControllerUpdate, Keys
-from dranspose_fast.settings import DistributedSettings
+from dranspose_fast.runtime.redis_messages import ControllerUpdate, Keys
+from dranspose_fast.runtime.service import Service, stream_id
+from dranspose_fast.runtime.settings import DistributedSettings
 
 #: How long a blocked read waits in these tests: far longer than an update needs to arrive.
 LONG_BLOCK_MS = 20_000

@@ -9,8 +9,9 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dranspose_fast import _assemble, dataplane
+from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData, _make_stream_data
+from dranspose_fast.runtime import dataplane
 
 
 def sd(*frames: bytes) -> StreamData:

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from dranspose_fast.heap import keep_freed_memory
-from dranspose_fast.settings import DistributedSettings
+from dranspose_fast.runtime.heap import keep_freed_memory
+from dranspose_fast.runtime.settings import DistributedSettings
 
 glibc = pytest.mark.skipif(
     not hasattr(ctypes.CDLL(None), "mallopt"), reason="needs glibc's mallopt()"
@@ -21,7 +21,7 @@ glibc = pytest.mark.skipif(
 # faults of 20 rounds after a first one.
 PROBE = textwrap.dedent("""
     import ctypes, resource, sys
-    from dranspose_fast.heap import keep_freed_memory
+    from dranspose_fast.runtime.heap import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory(1 << 30)
     libc = ctypes.CDLL(None)

@@ -25,7 +25,7 @@ from dranspose_fast.ingesters import (
     ZmqPullSingleIngester,
 )
 from dranspose_fast.protocol import IngesterState, StreamName
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.conftest import free_port
 from tests.ingester_harness import (  # noqa: F401 (fixtures)
     Harness,

@@ -18,7 +18,7 @@ from dranspose_fast.event import InternalWorkerMessage, StreamData
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.ingester_harness import Harness, as_bytes, harness, wait_for  # noqa: F401
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dranspose_fast.controller_scan import LossLog, loss_totals
+from dranspose_fast.controller.scan import LossLog, loss_totals
 from tests.ensemble import Ensemble, frame_logs, uniform, vw
 from tests.load_classes import END, HEADER
 from tests.stins_source import StinsSource

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from dranspose_fast.data.albaem import AlbaemData, AlbaemEnd, AlbaemPacket, AlbaemStart
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import IsSoftwareTriggered
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters import ingester_class
 from dranspose_fast.ingesters.zmqsub_albaem import (
     AlbaemFramer,

@@ -32,7 +32,7 @@ from dranspose_fast.data.contrast import (
 )
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import IsSoftwareTriggered
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters import ingester_class
 from dranspose_fast.ingesters.zmqsub_contrast import (
     ContrastFramer,

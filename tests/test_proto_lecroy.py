@@ -38,7 +38,7 @@ from dranspose_fast.data.lecroy import (
 from dranspose_fast.event import StreamData
 from dranspose_fast.helpers.safe_pickle import loads as safe_loads
 from dranspose_fast.ingester import IsSoftwareTriggered
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters import ingester_class
 from dranspose_fast.ingesters.zmqsub_lecroy import (
     LecroyFramer,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dranspose_fast.data.pcap import PCAPData, PCAPDecodeError, PCAPEnd, PCAPPacket, PCAPStart
 from dranspose_fast.dump import read_dump
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters.zmqsub_pcap import (
     PCAPFramer,
     ZmqSubPCAPIngester,

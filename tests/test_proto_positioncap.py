@@ -30,7 +30,7 @@ from dranspose_fast.data.positioncap import (
     PositionCapValues,
 )
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters.tcp_positioncap import (
     PositionCapFramer,
     TcpPcapIngester,

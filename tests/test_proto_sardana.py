@@ -33,7 +33,7 @@ from dranspose_fast.errors import DecodeError, DumpError
 from dranspose_fast.event import EventData, ResultData, StreamData
 from dranspose_fast.middlewares.sardana import SardanaDecodeError, parse
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 from tests.compat.dr02 import dr02_python, dr02_python_or_none, run_dr02, run_dr02_raw
 from tests.conftest import free_port, wait_for
 from tests.ensemble import Ensemble, records_by_event

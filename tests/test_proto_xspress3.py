@@ -31,7 +31,7 @@ from dranspose_fast.data.xspress3 import (
 )
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import IsSoftwareTriggered
-from dranspose_fast.ingester_framing import DATA, END, START, FrameError
+from dranspose_fast.ingester.framing import DATA, END, START, FrameError
 from dranspose_fast.ingesters import ingester_class, settings_class
 from dranspose_fast.ingesters.zmqsub_xspress3 import (
     XspressFramer,

@@ -22,12 +22,12 @@ import pytest
 import redis
 import zmq
 
-from dranspose_fast import dataplane
 from dranspose_fast.parameters import IntParameter
-from dranspose_fast.protocol_redis import Keys, reduced_decoder
 from dranspose_fast.reducer import HttpThread, Reducer, create_app
-from dranspose_fast.settings import ReducerSettings, WorkerSettings
-from dranspose_fast.usercode import encode_payload
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.redis_messages import Keys, reduced_decoder
+from dranspose_fast.runtime.settings import ReducerSettings, WorkerSettings
+from dranspose_fast.runtime.usercode import encode_payload
 from dranspose_fast.worker import Worker
 from tests.conftest import free_port
 from tests.test_worker import FakeIngester, Scans, assign, credits, stream, wait_for
@@ -305,7 +305,7 @@ def test_sigterm_stops_the_reducer_app_cleanly(client: redis.Redis, redis_url: s
     http_port = free_port()
     code = (
         "from dranspose_fast.reducer import run\n"
-        "from dranspose_fast.settings import ReducerSettings\n"
+        "from dranspose_fast.runtime.settings import ReducerSettings\n"
         f"run('127.0.0.1', {http_port}, ReducerSettings(redis_url={redis_url!r}, "
         f"reducer_url='tcp://127.0.0.1:{free_port()}', build_meta_file=None, "
         "dfast_config_interval=0.2), log_level='warning')\n"

@@ -14,7 +14,7 @@ R = "tests.classes02:EchoReducer"
 def run(**kwargs):
     """Replay and return (report, reducer publish) via a capturing reducer hook."""
     captured = {}
-    import dranspose_fast.replay as mod
+    import dranspose_fast.replay.run as mod
 
     original = mod.ReducerHost
 

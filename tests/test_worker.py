@@ -23,21 +23,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import Url
 
-from dranspose_fast import dataplane
 from dranspose_fast.event import EventData, StreamData, _make_stream_data
 from dranspose_fast.parameters import StrParameter
 from dranspose_fast.protocol import IngesterState, ReducerState
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
     CreditMessage,
     Keys,
     credit_decoder,
 )
-from dranspose_fast.settings import WorkerSettings
-from dranspose_fast.usercode import decode_payload
+from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.runtime.usercode import decode_payload
 from dranspose_fast.worker import Worker
-from dranspose_fast.worker_parts import Assembler, RedisTickClock, events_for
+from dranspose_fast.worker.parts import Assembler, RedisTickClock, events_for
 from tests.conftest import wait_for
 
 # === user classes (loaded by name, as a deployment would) ===
@@ -554,7 +554,7 @@ def test_redis_restart_ends_the_scan_and_the_worker_comes_back(
 
 def test_sigterm_stops_a_worker_process_cleanly(client: redis.Redis, redis_url: str) -> None:
     code = (
-        "from dranspose_fast.settings import WorkerSettings\n"
+        "from dranspose_fast.runtime.settings import WorkerSettings\n"
         "from dranspose_fast.worker import Worker\n"
         f"Worker(WorkerSettings(redis_url={redis_url!r}, worker_name='wp', "
         "build_meta_file=None, dfast_config_interval=0.2)).serve()\n"

@@ -1,1 +1,2 @@
-"""HTTP routes: the HDF5-REST partial view of ``publish`` and the controller's REST API."""
+"""HTTP pieces every role serves with: the HDF5-REST view of ``publish`` (``h5dict``,
+``h5types``) and uvicorn in a thread (``server``)."""

@@ -13,9 +13,9 @@ are dropped), forwards it and each ``RecordData`` through the ``RecordEnd``, the
 until the next scan.  Each message is re-serialised as one JSON frame.
 
 Threads: HTTP handlers run in uvicorn's event loop, ``run_source`` in the ingester's source
-loop (``ingester_sources.SourceRunner``).  A scan's queue is created in the source loop when
-``run_source`` is called, before the ingester reports the mapping as taken, so a post that
-follows the controller's answer is never lost; posts cross over with
+loop (``dranspose_fast.ingester.sources.SourceRunner``).  A scan's queue is created in the
+source loop when ``run_source`` is called, before the ingester reports the mapping as taken,
+so a post that follows the controller's answer is never lost; posts cross over with
 ``loop.call_soon_threadsafe``.
 """
 
@@ -40,7 +40,7 @@ from dranspose_fast.data.sardana import (
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.ingester import Ingester, IngesterCounters
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.settings import IngesterSettings
+from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
     "HttpSardanaIngester", "HttpSardanaSettings", "TYP", "app", "lifespan", "post_custom_data",

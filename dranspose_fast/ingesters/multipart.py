@@ -15,7 +15,7 @@ import zmq
 
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
-from dranspose_fast.ingester_sources import UpstreamSource
+from dranspose_fast.ingester.sources import UpstreamSource
 from dranspose_fast.protocol import StreamName
 
 __all__ = ["MultipartIngester", "MultipartSettings"]

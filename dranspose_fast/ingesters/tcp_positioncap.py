@@ -27,7 +27,7 @@ from pydantic_core import Url
 
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     PROBLEM_LOG_INTERVAL,
@@ -38,7 +38,7 @@ from dranspose_fast.ingester_framing import (
     ProblemLog,
 )
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.settings import IngesterSettings
+from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = ["PositionCapFramer", "TcpPcapIngester", "TcpPcapSettings"]
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from dranspose_fast.data.eiger_legacy import EigerLegacyImage
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

@@ -20,7 +20,7 @@ import zmq
 
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
-from dranspose_fast.ingester_sources import DATA, END, MALFORMED, START, UpstreamSource
+from dranspose_fast.ingester.sources import DATA, END, MALFORMED, START, UpstreamSource
 from dranspose_fast.protocol import StreamName
 
 __all__ = ["StinsSource", "ZmqPullSingleIngester", "ZmqPullSingleSettings", "classify_stins"]

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from dranspose_fast.data.albaem import AlbaemBase, AlbaemData, AlbaemEnd, AlbaemStart
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

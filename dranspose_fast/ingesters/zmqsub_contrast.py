@@ -24,7 +24,7 @@ from dranspose_fast.data.contrast import (
 )
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

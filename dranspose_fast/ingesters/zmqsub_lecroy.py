@@ -33,7 +33,7 @@ from dranspose_fast.data.lecroy import (
 )
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

@@ -22,7 +22,7 @@ import msgspec
 
 from dranspose_fast.data.pcap import PCAPDecodeError
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Final, Literal, NoReturn
 
 from dranspose_fast.data.xspress3 import XspressDecodeError
 from dranspose_fast.ingester import UpstreamSettings
-from dranspose_fast.ingester_framing import (
+from dranspose_fast.ingester.framing import (
     DATA,
     END,
     START,

@@ -9,8 +9,8 @@ message per present cell, in order, and sends each worker one packed batch per r
 Threads: the ``Service`` base publishes the config key and follows ``dfast:updates``; one
 thread reads the assignment stream (XREAD BLOCK, from entry 0 for each new mapping); the data
 loop owns every ZeroMQ socket and is woken through an inproc socket when control messages
-arrive; routing is in ``ingester_routing``, the sources (direct upstream sockets, user
-generators in their own asyncio thread) in ``ingester_sources``.
+arrive; routing is in ``routing``, the sources (direct upstream sockets, user
+generators in their own asyncio thread) in ``sources``.
 
 Extension API (dranspose 0.2 compatible): subclass ``Ingester`` (or a built-in one) and
 implement ``async def run_source(self, stream)`` yielding one ``StreamData`` per event in which
@@ -35,11 +35,10 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel, Field, model_validator
 
-from dranspose_fast.distributed import AssignmentReader, Entry, Service
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester_routing import PendingBatch, Scan, WorkerLinks, route
-from dranspose_fast.ingester_sources import (
+from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
+from dranspose_fast.ingester.sources import (
     SOURCE_TIMEOUT,
     Counters,
     GeneratorSource,
@@ -56,8 +55,10 @@ from dranspose_fast.protocol import (
     WorkerName,
     ZmqUrl,
 )
-from dranspose_fast.protocol_redis import AssignmentBatch, ControllerUpdate, Keys
-from dranspose_fast.settings import IngesterSettings
+from dranspose_fast.runtime.assignments import AssignmentReader
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.runtime.service import Entry, Service
+from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
     "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "GeneratorSource", "Ingester",
@@ -71,7 +72,7 @@ class IsSoftwareTriggered(Exception):
 
 
 class IngesterCounters(BaseModel):
-    """The published counters (see ``ingester_routing.Counters`` for their meaning)."""
+    """The published counters (see ``sources.Counters`` for their meaning)."""
 
     forwarded: int = 0
     discarded_by_map: int = 0
@@ -181,7 +182,8 @@ class Ingester(Service):
         self._router: zmq.Socket[Any] | None = None
         self._links: WorkerLinks | None = None
         self._upstreams: dict[StreamName, UpstreamSource] = {}
-        self._runner = SourceRunner(self, IsSoftwareTriggered)
+        self._runner = SourceRunner(
+            self, self.state.name, self._source_counters, IsSoftwareTriggered)
         self._scan: Scan | None = None
         self._assignments = AssignmentReader(self, 64, self._on_assignments)
         self._loop_thread: threading.Thread | None = None

@@ -16,7 +16,7 @@ from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.api.server import HttpThread
 from dranspose_fast.parameters import ParameterBase
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
-from dranspose_fast.usercode import ReducerHost
+from dranspose_fast.runtime.usercode import ReducerHost
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import redis
 from pydantic import UUID4, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from dranspose_fast import __version__
-from dranspose_fast.controller_scan import counters_of
+from dranspose_fast.controller.scan import counters_of
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.parameters import Parameter, ParameterType
 from dranspose_fast.protocol import (
@@ -29,8 +29,8 @@ from dranspose_fast.protocol import (
     WorkerState,
     WorkParameter,
 )
-from dranspose_fast.protocol_redis import Keys
-from dranspose_fast.settings import DistributedSettings
+from dranspose_fast.runtime.redis_messages import Keys
+from dranspose_fast.runtime.settings import DistributedSettings
 
 logger = logging.getLogger("dranspose_fast.controller")
 

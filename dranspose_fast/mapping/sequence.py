@@ -7,8 +7,8 @@ names; each part is compiled once (``_triggermap.TriggerMap``) and repeated with
 Constraint identity is (part instance in the sequence, constraint): a repeated part gets fresh
 constraints each time.
 
-Binding (``BindingEngine``, ``Batch``) lives in ``dranspose_fast.binding`` and is
-re-exported here; its rules are in that module and ``docs/mapping.md``.
+Binding (``BindingEngine``, ``Batch``) lives in ``binding.py``, which reads a map through
+``BindableMap``; its rules are in that module and ``docs/mapping.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from dranspose_fast import _triggermap
-from dranspose_fast.binding import DEFAULT_HORIZON, DEFAULT_MAX_BATCH, Batch, BindingEngine
 from dranspose_fast.errors import MapError
 from dranspose_fast.protocol import (
     GENERIC_WORKER,
@@ -46,8 +45,7 @@ from dranspose_fast.protocol import (
 )
 
 __all__ = [
-    "DEFAULT_HORIZON", "DEFAULT_MAX_BATCH", "RESERVED_PART", "Batch", "BindingEngine",
-    "MappingSequence", "SequenceIn", "VirtualWorkerIn", "parse_sequence",
+    "RESERVED_PART", "MappingSequence", "Name", "SequenceIn", "VirtualWorkerIn", "parse_sequence",
 ]
 
 RESERVED_PART = "reserved_start_end"

@@ -39,8 +39,8 @@ class DistributedSettings(BaseSettings):
     config_interval: float = Field(
         1.3, gt=0, validation_alias=AliasChoices("dfast_config_interval")
     )
-    #: Freed memory a process keeps for the next frames (``dranspose_fast.heap``); 0: glibc's
-    #: defaults, which fault in fresh pages for every frame of 128 KiB or more.
+    #: Freed memory a process keeps for the next frames (``dranspose_fast.runtime.heap``); 0:
+    #: glibc's defaults, which fault in fresh pages for every frame of 128 KiB or more.
     heap_keep_bytes: int = Field(
         1 << 30, ge=0, validation_alias=AliasChoices("dfast_heap_keep_bytes")
     )

@@ -21,7 +21,7 @@ in between are the old scan's leftovers and are dropped and counted (``dropped_o
 Credits (docs/protocol.md): ``credit_window`` at the start of a scan, then the events
 processed, granted when ``credit_window/4`` have accumulated, after ``CREDIT_IDLE`` without a
 new batch, or at the latest ``CREDIT_MAX_AGE`` after the first ungranted event. The XADDs
-go out from the credit thread (``worker_peers.CreditSender``); the data thread only posts.
+go out from the credit thread (``peers.CreditSender``); the data thread only posts.
 
 Results: every result of one pass of the loop (all batches the ready sockets held, at most
 ``RECV_BURST`` each) leaves as one message when the pass ends: batched when batches queue
@@ -48,26 +48,28 @@ import msgspec
 import redis
 import zmq
 
-from dranspose_fast import dataplane
-from dranspose_fast.distributed import AssignmentReader, Entry, Service
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.event import EventData
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import IngesterState
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.assignments import AssignmentReader
+from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
     CreditMessage,
     Keys,
 )
-from dranspose_fast.settings import WorkerSettings
-from dranspose_fast.usercode import (
+from dranspose_fast.runtime.service import Entry, Service
+from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.runtime.usercode import (
     Parameters,
     WorkerHost,
     describe,
     encode_payload,
 )
-from dranspose_fast.worker_parts import (
+from dranspose_fast.worker.parts import (
     NoClass,
     RedisTickClock,
     ScanState,
@@ -76,11 +78,14 @@ from dranspose_fast.worker_parts import (
     events_for,
     read_ingesters,
     read_reducer,
-    settle_heap,
 )
-from dranspose_fast.worker_peers import CreditSender, Dealer, Peers
+from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
 
-__all__ = ["Worker", "WorkerServiceState"]
+__all__ = ["RedisException", "Worker", "WorkerServiceState"]
+
+
+class RedisException(Exception):
+    """0.2's name (it never raised it either); kept so user code that catches it imports."""
 
 #: Errors a malformed event batch can raise while it is decoded.
 DECODE_ERRORS = (ValueError, TypeError, IndexError, msgspec.MsgspecError)

@@ -21,19 +21,17 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import zmq
 
 from dranspose_fast.event import StreamData, _make_stream_data
 from dranspose_fast.protocol import StreamName
 
-if TYPE_CHECKING:
-    from dranspose_fast.ingester import Ingester
-
 __all__ = [
     "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
-    "Counters", "GeneratorSource", "Source", "SourceRunner", "UpstreamSource", "Waker",
+    "Counters", "GeneratorSource", "Source", "SourceOwner", "SourceRunner", "UpstreamSource",
+    "Waker",
 ]
 
 #: Seconds to wait for user sources to start or stop before giving up (logged).
@@ -350,15 +348,27 @@ class GeneratorSource:
         self.waker.wake()
 
 
+class SourceOwner(Protocol):
+    """What a ``SourceRunner`` needs of its ingester: the user's generators and a log."""
+
+    log: logging.Logger
+
+    def run_source(self, stream: StreamName) -> Any: ...
+
+    async def stop_source(self, stream: StreamName) -> None: ...
+
+
 class SourceRunner:
     """Runs ``run_source`` generators in an asyncio loop in a thread, pulled on demand."""
 
-    def __init__(self, ingester: Ingester, placeholder: type[Exception]) -> None:
+    def __init__(self, ingester: SourceOwner, name: str, counters: Counters,
+                 placeholder: type[Exception]) -> None:
         self.ingester = ingester
+        self.name = name
         #: ``IsSoftwareTriggered``: yielded (class or instance) for a software-triggered cell.
         self.placeholder = placeholder
         self.log = ingester.log
-        self.counters = ingester._source_counters  # written only by this thread
+        self.counters = counters  # written only by this thread
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.tasks: dict[StreamName, asyncio.Task[None]] = {}
@@ -369,7 +379,7 @@ class SourceRunner:
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
             self.thread = threading.Thread(
-                target=self.loop.run_forever, name=f"{self.ingester.state.name}-sources",
+                target=self.loop.run_forever, name=f"{self.name}-sources",
                 daemon=True)
             self.thread.start()
         sources = {s: GeneratorSource(s, waker) for s in streams}

@@ -1,7 +1,7 @@
 """The ingester's data path: pending assignment rows, worker links, routing.
 
 Everything here runs in the ingester's data-loop thread (ZeroMQ sockets are not thread-safe);
-the sources it reads are in ``ingester_sources``.
+the sources it reads are in ``sources``.
 
 * ``PendingBatch`` holds the rows of an ``AssignmentBatch`` restricted to this ingester's
   streams, as Python lists (converted once per batch, not per row).
@@ -24,12 +24,13 @@ import msgspec
 import numpy as np
 import zmq
 
-from dranspose_fast import _route, dataplane
+from dranspose_fast import _route
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.event import StreamData, _make_internal, _make_stream_data
-from dranspose_fast.ingester_sources import Counters, Source, UpstreamSource, log_sparsely
+from dranspose_fast.ingester.sources import Counters, Source, UpstreamSource, log_sparsely
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.protocol_redis import AssignmentBatch
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.redis_messages import AssignmentBatch
 
 #: Events kept per unreachable worker before the oldest batch is dropped (counted and logged).
 #: Credits bound what a worker can be assigned, so this is a safety net, not a working limit.

@@ -9,9 +9,9 @@ persists). ``publish`` is served read-only over the HDF5-REST partial view
 (``api.h5dict``), next to ``GET /api/v1/status``.
 
 A result message is ``dataplane.encode_results(...)`` plus a fifth frame: the 16 bytes of
-the mapping uuid the worker produced it for (see ``worker_service``). Results of an earlier
-scan are dropped and counted; results of a scan the reducer has not heard of yet (a worker
-that switched first) are held, bounded, until the update arrives.
+the mapping uuid the worker produced it for (see ``dranspose_fast.worker.service``). Results
+of an earlier scan are dropped and counted; results of a scan the reducer has not heard of
+yet (a worker that switched first) are held, bounded, until the update arrives.
 
 The objects that exist at start (imports, the user's class) are exempted from the cyclic
 collector (``gc.freeze``), so full collections of that heap do not pause the result loop.
@@ -33,22 +33,22 @@ import uvicorn
 import zmq
 from fastapi import FastAPI
 
-from dranspose_fast import dataplane
 from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.api.server import HttpThread
-from dranspose_fast.distributed import Service
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import ReducerState
-from dranspose_fast.protocol_redis import ControllerUpdate, Keys, ReducedMessage
-from dranspose_fast.settings import ReducerSettings
-from dranspose_fast.usercode import (
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.redis_messages import ControllerUpdate, Keys, ReducedMessage
+from dranspose_fast.runtime.service import Service
+from dranspose_fast.runtime.settings import ReducerSettings
+from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
     decode_payload,
     describe,
 )
-from dranspose_fast.worker_parts import settle_heap
 
 __all__ = ["HttpThread", "Reducer", "ReducerServiceState", "create_app", "run"]
 

@@ -29,8 +29,8 @@ import zmq
 
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData, _make_stream_data
-from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
-from dranspose_fast.ingester_sources import (
+from dranspose_fast.ingester.service import Ingester, IsSoftwareTriggered, UpstreamSettings
+from dranspose_fast.ingester.sources import (
     DATA,
     DONE,
     DRAIN_LIMIT,

@@ -15,11 +15,9 @@ import heapq
 import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -36,8 +34,10 @@ from dranspose_fast.event import (
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.parameters import load_parameter_file
 from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState, WorkParameter
-from dranspose_fast.replay_dispatch import Dispatcher, MapDispatcher, SpreadDispatcher
-from dranspose_fast.usercode import (
+from dranspose_fast.replay.dispatch import Dispatcher, MapDispatcher, SpreadDispatcher
+from dranspose_fast.replay.pacing import Pacing, Progress, progress_bar
+from dranspose_fast.replay.report import ReplayReport
+from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
     TickClock,
@@ -54,44 +54,6 @@ Streams = dict[str, StreamData]
 
 #: Validates a list of ``{"name", "data"}`` parameter records (0.2's name).
 ParamList: TypeAdapter[list[WorkParameter]] = TypeAdapter(list[WorkParameter])
-
-
-@dataclass
-class ReplayReport:
-    """What a replay did; the CLI prints it and tests assert on it."""
-
-    events: int = 0
-    deliveries: int = 0
-    results: int = 0
-    worker_errors: int = 0
-    reducer_errors: int = 0
-    unmapped_events: int = 0
-    input_errors: list[str] = field(default_factory=list)
-    per_worker: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        workers = ", ".join(f"{k}: {v}" for k, v in sorted(self.per_worker.items()))
-        lines = [
-            f"replayed {self.events} events in {self.seconds:.3f} s "
-            f"({self.events_per_second:,.0f} events/s)",
-            f"deliveries to workers: {self.deliveries} ({workers})",
-            f"results reduced: {self.results}",
-        ]
-        if self.worker_errors or self.reducer_errors:
-            lines.append(
-                f"errors: {self.worker_errors} in workers, {self.reducer_errors} in the reducer "
-                "(see the log)"
-            )
-        for error in self.input_errors:
-            lines.append(f"input error: {error}")
-        if self.unmapped_events:
-            lines.append(f"events not in the map (not delivered): {self.unmapped_events}")
-        return "\n".join(lines)
 
 
 # === Inputs ===
@@ -255,7 +217,7 @@ def replay(
     )
     server = None
     if port is not None:
-        from dranspose_fast.api.replay_app import ReplayServer
+        from dranspose_fast.replay.app import ReplayServer
 
         server = ReplayServer(reducer, describe(workercls, reducercls), host, port)
         server.start()
@@ -268,10 +230,10 @@ def replay(
             start_event.wait()
         events = merge_by_event(inputs, names, report.input_errors)
         if processes:
-            from dranspose_fast.replay_pool import run_pool
+            from dranspose_fast.replay.pool import run_pool
 
             run_pool(wclass, worker_names, parameters, events, dispatcher, reducer, report,
-                     pacing=_Pacing(rate, latency), progress=_progress_bar(progress))
+                     pacing=Pacing(rate, latency), progress=progress_bar(progress))
         else:
             clock = TickClock()  # one tick per interval across all workers, as live
             workers = [
@@ -280,7 +242,7 @@ def replay(
                 for name in worker_names
             ]
             _run_in_process(workers, events, dispatcher, reducer, report,
-                            _Pacing(rate, latency), _progress_bar(progress))
+                            Pacing(rate, latency), progress_bar(progress))
             for worker in workers:
                 worker.finish()
                 report.worker_errors += worker.counters.errors
@@ -304,65 +266,14 @@ def replay(
     return report
 
 
-class _Pacing:
-    """Sleeps so events play at ``rate`` per second (and ``latency`` after each, as in 0.2)."""
-
-    def __init__(self, rate: float | None, latency: float | None) -> None:
-        if rate is not None and rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        self.period = 1.0 / rate if rate else 0.0
-        self.latency = latency or 0.0
-        self.start = time.perf_counter()
-        self.active = bool(self.period or self.latency)
-
-    def wait(self, index: int) -> None:
-        if self.latency:
-            time.sleep(self.latency)
-        if self.period:
-            delay = self.start + index * self.period - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-
-
-class _Progress:
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-        self.pending = 0
-
-    def add(self, n: int) -> None:
-        self.pending += n
-        if self.pending >= 512:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.bar is not None and self.pending:
-            self.bar.update(self.pending)
-        self.pending = 0
-
-    def close(self) -> None:
-        self.flush()
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(enabled: bool | None) -> _Progress:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return _Progress(None)
-    from tqdm import tqdm
-
-    return _Progress(tqdm(unit="ev", desc="replay", mininterval=0.2))
-
-
 def _run_in_process(
     workers: list[WorkerHost],
     events: Iterator[tuple[int, Streams]],
     dispatcher: Dispatcher,
     reducer: ReducerHost,
     report: ReplayReport,
-    pacing: _Pacing,
-    progress: _Progress,
+    pacing: Pacing,
+    progress: Progress,
 ) -> None:
     started = time.perf_counter()
     per_worker = [0] * len(workers)

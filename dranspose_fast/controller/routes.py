@@ -24,21 +24,14 @@ from pydantic import UUID4, BaseModel, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from dranspose_fast import __version__
-from dranspose_fast.controller import (
-    Controller,
-    ControllerSettings,
-    EnsembleState,
-    Progress,
-    RequestError,
-    Status,
-    WorkerLoad,
-)
-from dranspose_fast.controller_scan import Scan
+from dranspose_fast.controller.engine import Controller
+from dranspose_fast.controller.ensemble import ControllerSettings, EnsembleState, RequestError
+from dranspose_fast.controller.scan import Progress, Scan, Status, WorkerLoad
 from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import MappingSequence, Name, SequenceIn
 from dranspose_fast.parameters import ParameterType
 from dranspose_fast.protocol import HashDigest, ParameterName, StreamName
-from dranspose_fast.protocol_redis import Keys
+from dranspose_fast.runtime.redis_messages import Keys
 
 logger = logging.getLogger("dranspose_fast.controller.api")
 

@@ -1,8 +1,9 @@
-"""Worker: receive packed event batches, unpack them, run the user's class, pack the results.
+"""The replay's worker process: receive packed event batches, run the user's class, pack results.
 
-``BatchWorker`` is the receive-and-unpack path every worker process uses, whether the batches
-come from ingesters (distributed) or from a replay that runs its workers in processes
-(``replay --processes``).  ``run_pool_worker`` is the process entry point of the latter.
+``BatchWorker`` is the receive-and-unpack path of a worker process that a replay runs
+(``replay --processes``); ``run_pool_worker`` is that process's entry point, and the control
+messages below are what it exchanges with the replay's pool (``dranspose_fast.replay.pool``).
+The networked worker is ``dranspose_fast.worker.service``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from typing import Any
 import msgspec
 import zmq
 
-from dranspose_fast import _batch, dataplane
+from dranspose_fast import _batch
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.protocol import WorkerName, WorkerState
-from dranspose_fast.usercode import Parameters, TickClock, WorkerHost, encode_payload
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.usercode import Parameters, TickClock, WorkerHost, encode_payload
+
+__all__ = [
+    "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker", "SharedTickClock",
+    "new_shared_tick", "run_pool_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -123,19 +130,3 @@ def run_pool_worker(
     finally:
         sock.close()
         ctx.term()
-
-
-class RedisException(Exception):
-    """0.2's name (it never raised it either); kept so user code that catches it imports."""
-
-
-# The networked worker lives in its own module (sockets, threads, Redis) and its settings with
-# the other settings; re-exported here, where 0.2 users and the CLI look for them
-# (``from dranspose.worker import Worker, WorkerSettings``).
-from dranspose_fast.settings import WorkerSettings, random_worker_name  # noqa: E402
-from dranspose_fast.worker_service import Worker, WorkerServiceState  # noqa: E402
-
-__all__ = [
-    "BatchWorker", "RedisException", "SharedTickClock", "Worker", "WorkerServiceState",
-    "WorkerSettings", "new_shared_tick", "random_worker_name", "run_pool_worker",
-]

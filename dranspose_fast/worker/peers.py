@@ -21,7 +21,7 @@ import redis
 import zmq
 
 from dranspose_fast.protocol import IngesterState, ReducerState
-from dranspose_fast.protocol_redis import CreditMessage, credit_encoder
+from dranspose_fast.runtime.redis_messages import CreditMessage, credit_encoder
 
 __all__ = ["PING", "CreditSender", "Dealer", "Peers"]
 

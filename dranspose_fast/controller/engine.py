@@ -3,11 +3,10 @@
 Threads, not asyncio (like every component): a binding loop reads the scan's credit and
 reduced streams (``XREAD BLOCK``) and publishes one assignment batch per bind; a housekeeping
 loop renews the lock, notices Redis restarts (``run_id``), removes workers whose config
-expired and sets parameter defaults. The REST API (``api/controller_routes.py``) calls the
-public methods; deployments run ``uvicorn dranspose_fast.controller:app``.
-Per-scan bookkeeping (and the writing of a scan's dumps) lives in ``controller_scan.py``;
-settings, the lock and the reading of component configs and parameter descriptions in
-``controller_ensemble.py``.
+expired and sets parameter defaults. The REST API (``routes.py``) calls the public methods;
+deployments run ``uvicorn dranspose_fast.controller:app``.
+Per-scan bookkeeping (and the writing of a scan's dumps) lives in ``scan.py``; settings, the
+lock and the reading of component configs and parameter descriptions in ``ensemble.py``.
 """
 
 from __future__ import annotations
@@ -23,33 +22,44 @@ import msgspec
 import redis
 from pydantic import UUID4
 
-from dranspose_fast.distributed import RedisLogHandler, connect
+from dranspose_fast.controller.ensemble import (
+    Configs,
+    ControllerLock,
+    ControllerSettings,
+    EnsembleState,
+    RequestError,
+    Streams,
+    as_entries,
+    as_streams,
+    as_text,
+    read_configs,
+    read_descriptions,
+)
+from dranspose_fast.controller.scan import (
+    LOST_WITH_WORKERS,
+    LossLog,
+    LostWorker,
+    Progress,
+    Scan,
+    Status,
+    WorkerLoad,
+    loss_totals,
+    write_scan_dumps,
+)
 from dranspose_fast.errors import MapError
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.mapping import MappingSequence
 from dranspose_fast.parameters import ParameterBase, ParameterType, StrParameter
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
-from dranspose_fast.protocol_redis import (
+from dranspose_fast.runtime.redis_messages import (
     ControllerUpdate,
     Keys,
     credit_decoder,
     reduced_decoder,
 )
+from dranspose_fast.runtime.service import RedisLogHandler, connect
 
-from dranspose_fast.controller_ensemble import (  # isort: skip
-    Configs, ControllerError, ControllerLock, ControllerLockError, ControllerSettings,
-    EnsembleState, RequestError, Streams, as_entries, as_streams, as_text, read_configs,
-    read_descriptions,
-)
-from dranspose_fast.controller_scan import (  # isort: skip
-    LOST_WITH_WORKERS, IntervalLoad, LossLog, LostWorker, Progress, Scan, Status, WorkerLoad,
-    loss_totals, write_scan_dumps,
-)
-
-__all__ = [
-    "ControllerError", "ControllerLockError", "ControllerSettings", "Controller",
-    "EnsembleState", "IntervalLoad", "Progress", "RequestError", "Status", "WorkerLoad", "run",
-]
+__all__ = ["Controller"]
 
 logger = logging.getLogger(__name__)
 
@@ -574,25 +584,3 @@ class Controller:
             if levels.get(entry.get("levelname", ""), 0) >= minimum:
                 out.append(entry)
         return out
-
-
-# === the ASGI app and the server ===
-
-
-def __getattr__(name: str) -> Any:
-    # ``uvicorn dranspose_fast.controller:app``: built on first access, from the environment
-    if name == "app":
-        from dranspose_fast.api import controller_routes
-
-        return controller_routes.app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(host: str = "127.0.0.1", port: int = 5000,
-        settings: ControllerSettings | None = None, log_level: str = "info") -> None:
-    """Serve the controller's REST API with uvicorn until SIGTERM/SIGINT (closes cleanly)."""
-    import uvicorn
-
-    from dranspose_fast.api.controller_routes import create_app
-
-    uvicorn.run(create_app(None, settings), host=host, port=port, log_level=log_level)

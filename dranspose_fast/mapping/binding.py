@@ -1,8 +1,8 @@
 """Credit-based binding of a trigger map's constraints to workers (``BindingEngine``).
 
-The map itself (parsing, validation, compiled pools) is ``dranspose_fast.mapping``; the
-compiled loop is ``_binding.Engine``. ``dranspose_fast.mapping`` re-exports ``Batch`` and
-``BindingEngine``, so either import path works.
+The map itself (parsing, validation, compiled pools) is ``sequence.MappingSequence``; the
+engine reads it through ``BindableMap`` (what it needs of a map) and runs the compiled loop,
+``_binding.Engine``. ``dranspose_fast.mapping`` exports ``Batch`` and ``BindingEngine``.
 
 Binding rules (``BindingEngine``; precise wording in ``docs/mapping.md``):
 
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from dranspose_fast import _binding
+from dranspose_fast import _binding, _triggermap
 from dranspose_fast.errors import MapError
 from dranspose_fast.protocol import (
     GENERIC_WORKER,
@@ -42,10 +42,7 @@ from dranspose_fast.protocol import (
     WorkerName,
 )
 
-if TYPE_CHECKING:  # mapping imports this module at run time
-    from dranspose_fast.mapping import MappingSequence
-
-__all__ = ["DEFAULT_HORIZON", "DEFAULT_MAX_BATCH", "Batch", "BindingEngine"]
+__all__ = ["DEFAULT_HORIZON", "DEFAULT_MAX_BATCH", "Batch", "BindableMap", "BindingEngine"]
 
 #: Look-ahead of binding. Emission is in order, so binding further ahead never delivers
 #: sooner; it only reserves credit (and shows the plan in /status). 64 events cover a few
@@ -54,6 +51,29 @@ DEFAULT_HORIZON = 64
 #: Default cap on events per ``bind`` call (rows of the batch arrays).
 DEFAULT_MAX_BATCH = 65536
 _DEFAULT_TAGS = (GENERIC_WORKER,)
+
+
+class BindableMap(Protocol):
+    """What binding needs of a map (``MappingSequence`` is one)."""
+
+    @property
+    def compiled(self) -> _triggermap.TriggerMap: ...
+
+    @property
+    def tag_version(self) -> int:
+        """Bumped when a new tag gets a bit: the engine then refreshes its workers' masks."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def known_events(self) -> int: ...
+
+    @property
+    def streams(self) -> tuple[StreamName, ...]: ...
+
+    def tag_mask(self, tags: Iterable[str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -90,17 +110,17 @@ class Batch:
 
 
 class BindingEngine:
-    """Credit-based constraint binding over a ``MappingSequence`` (rules: module docstring).
+    """Credit-based constraint binding over a map (a ``BindableMap``: rules in the module doc).
 
     Parameters
     ----------
-    seq : MappingSequence
+    seq : BindableMap
         The map; parts appended to it later are seen by the next ``bind``.
     horizon : int
         Events from the head within which constraints are bound ahead (>= 1).
     """
 
-    def __init__(self, seq: MappingSequence, horizon: int = DEFAULT_HORIZON) -> None:
+    def __init__(self, seq: BindableMap, horizon: int = DEFAULT_HORIZON) -> None:
         if type(horizon) is not int or horizon < 1:
             raise MapError(f"horizon must be an int >= 1, got {horizon!r}")
         self._seq = seq

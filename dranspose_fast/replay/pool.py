@@ -2,9 +2,9 @@
 
 The replay process plays the ingester and the reducer: it packs each worker's events into
 batches (``dataplane.encode_events``), sends them over a loopback ROUTER socket, and folds the
-result batches that come back.  Workers run ``worker.run_pool_worker``, the same
-receive-and-unpack path (``BatchWorker``) as a distributed worker.  Flow control is by credits:
-a worker never holds more than ``CREDITS`` unprocessed events.
+result batches that come back.  Workers run ``dranspose_fast.worker.run_pool_worker``, which
+unpacks the batches with the same ``dataplane`` decoder as a distributed worker.  Flow control
+is by credits: a worker never holds more than ``CREDITS`` unprocessed events.
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ import multiprocessing
 import pickle
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import zmq
 
-from dranspose_fast import dataplane
 from dranspose_fast.protocol import HashDigest
-from dranspose_fast.replay_dispatch import Dispatcher, Streams
-from dranspose_fast.usercode import Parameters, ReducerHost, decode_payload
+from dranspose_fast.replay.dispatch import Dispatcher, Streams
+from dranspose_fast.replay.pacing import Pacing, Progress
+from dranspose_fast.replay.report import ReplayReport
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.usercode import Parameters, ReducerHost, decode_payload
 from dranspose_fast.worker import CREDIT, DONE, FINISH, HELLO, PARAMETERS, new_shared_tick
-
-if TYPE_CHECKING:
-    from dranspose_fast.replay import ReplayReport, _Pacing, _Progress
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ def run_pool(
     dispatcher: Dispatcher,
     reducer: ReducerHost,
     report: ReplayReport,
-    pacing: _Pacing,
-    progress: _Progress,
+    pacing: Pacing,
+    progress: Progress,
 ) -> None:
     pool = _Pool(wclass, worker_names, parameters, reducer)
     started = time.perf_counter()

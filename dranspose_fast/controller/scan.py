@@ -1,6 +1,6 @@
 """Bookkeeping of one scan at the controller: credits, deliveries, finish, bounded reports.
 
-The controller (``controller.py``) moves messages between Redis and this state; everything
+The controller (``engine.py``) moves messages between Redis and this state; everything
 here is plain Python and numpy, per batch, never per event.  A ``Scan`` knows, for every
 worker, how many (worker, event) deliveries were emitted to it and which of them are not yet
 processed (bounded by the credit window), so progress, lost events and the finish decision
@@ -28,7 +28,7 @@ from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import Batch, BindingEngine, MappingSequence
 from dranspose_fast.parameters import dump_parameter_file
 from dranspose_fast.protocol import ParameterName, WorkParameter
-from dranspose_fast.protocol_redis import AssignmentBatch, CreditMessage, ReducedMessage
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, CreditMessage, ReducedMessage
 
 logger = logging.getLogger("dranspose_fast.controller.scan")
 

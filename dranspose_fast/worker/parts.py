@@ -1,13 +1,12 @@
 """Pieces of the networked worker that hold no sockets and no threads.
 
 Event assembly, the distributed tick, reading the configs the worker discovers its peers
-from, and picking this worker's events out of an assignment batch. ``worker_service.Worker``
+from, and picking this worker's events out of an assignment batch. ``service.Worker``
 wires them to ZeroMQ and Redis; here they are plain objects, tested on their own.
 """
 
 from __future__ import annotations
 
-import gc
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,13 +18,13 @@ import redis
 from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.protocol_redis import AssignmentBatch, Keys
-from dranspose_fast.usercode import TickClock, WorkerHost
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, Keys
+from dranspose_fast.runtime.usercode import TickClock, WorkerHost
 
 __all__ = [
     "Assembler", "NoClass", "PartialEvent", "RedisTickClock", "ScanState", "ServiceCounters",
     "WorkerServiceState", "events_for",
-    "read_ingesters", "read_reducer", "settle_heap",
+    "read_ingesters", "read_reducer",
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
@@ -49,17 +48,6 @@ class WorkerServiceState(WorkerState):
     event_batches: int = 0
     result_messages: int = 0
     credit_failures: int = 0
-
-
-def settle_heap() -> None:
-    """Collect garbage, then exempt every surviving object from later collections.
-
-    Called once when a service starts: the full collections of its large heap (imports,
-    the user's class) would otherwise stall the data path every so often.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class NoClass:

@@ -14,11 +14,12 @@ i.e. its peak, which the byte-sized high-water marks and the credit window alrea
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import threading
 from typing import Final
 
-__all__ = ["MMAP_THRESHOLD", "keep_freed_memory"]
+__all__ = ["MMAP_THRESHOLD", "keep_freed_memory", "settle_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,14 @@ def keep_freed_memory(keep_bytes: int) -> bool:
             return False
         _applied = keep
         return True
+
+
+def settle_heap() -> None:
+    """Collect garbage, then exempt every surviving object from later collections.
+
+    Called once when a service starts: the full collections of its large heap (imports,
+    the user's class) would otherwise stall the data path every so often.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

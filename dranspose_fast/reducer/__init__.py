@@ -1,0 +1,21 @@
+"""The reducer role: dranspose 0.2's ``dranspose.reducer`` (``Reducer``, ``ReducerSettings``, the
+ASGI ``app`` of ``uvicorn dranspose_fast.reducer:app``).
+
+* ``service``: the networked ``Reducer``, its HTTP app and ``run``.
+"""
+
+from __future__ import annotations
+
+from dranspose_fast.api.server import HttpThread
+from dranspose_fast.reducer.service import (
+    Reducer,
+    ReducerServiceState,
+    app,
+    create_app,
+    run,
+)
+from dranspose_fast.runtime.settings import ReducerSettings
+
+__all__ = [
+    "HttpThread", "Reducer", "ReducerServiceState", "ReducerSettings", "app", "create_app", "run",
+]
