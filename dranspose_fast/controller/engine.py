@@ -143,9 +143,7 @@ class Controller:
         if self.started:
             try:
                 keys = [Keys.UPDATES]
-                for pattern in ("dfast:assigned:*", "dfast:credits:*", "dfast:reduced:*",
-                                "dfast:clock:*", "dfast:parameter:*",
-                                "dfast:parameter_description:*"):
+                for pattern in Keys.SCAN_PATTERNS:
                     keys += [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]
                 self.redis.delete(*keys)
                 self.lock.release()

@@ -201,7 +201,7 @@ def read_configs(client: redis.Redis, parameters: dict[ParameterName, WorkParame
 
     An invalid config is logged once per key (``bad_keys`` remembers them) and skipped.
     """
-    keys = sorted(cast(list[bytes], client.scan_iter(match="dfast:config:*", count=1000)))
+    keys = sorted(cast(list[bytes], client.scan_iter(match=Keys.ALL_CONFIGS, count=1000)))
     values = cast(list[bytes | None], client.mget(keys)) if keys else []
     found: dict[str, list[Any]] = {"ingester": [], "worker": [], "reducer": []}
     counters: dict[str, dict[str, float]] = {}

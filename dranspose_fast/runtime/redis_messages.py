@@ -19,10 +19,19 @@ from dranspose_fast.protocol import HashDigest, ParameterName, StreamName
 
 
 class Keys:
+    """Every Redis key of the runtime (and the SCAN patterns over them): the one place."""
+
     PREFIX = "dfast"
     LOCK = "dfast:controller:lock"
     UPDATES = "dfast:updates"
     LOGS = "dfast:logs"
+    #: Every component's config key, whatever its role.
+    ALL_CONFIGS = "dfast:config:*"
+    #: The per-scan and per-parameter keys a closing controller deletes.
+    SCAN_PATTERNS = (
+        "dfast:assigned:*", "dfast:credits:*", "dfast:reduced:*", "dfast:clock:*",
+        "dfast:parameter:*", "dfast:parameter_description:*",
+    )
 
     @staticmethod
     def config(role: str, name: str) -> str:
