@@ -24,7 +24,7 @@ import redis
 import zmq
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.settings import WorkerSettings
 from dranspose_fast.runtime.usercode import encode_payload
@@ -45,7 +45,7 @@ class TrivialWorker:
 
 def _batches(first: int) -> list[list[tuple[int, dict[str, StreamData]]]]:
     return [
-        [(e, {"a": _make_stream_data("STINS", [FRAME])}) for e in range(i, i + BATCH)]
+        [(e, {"a": make_stream_data("STINS", [FRAME])}) for e in range(i, i + BATCH)]
         for i in range(first, first + EVENTS, BATCH)
     ]
 
@@ -53,8 +53,8 @@ def _batches(first: int) -> list[list[tuple[int, dict[str, StreamData]]]]:
 @pytest.mark.benchmark(group="worker-assembly")
 def test_assemble_10000_events_from_two_ingesters(benchmark: BenchmarkFixture) -> None:
     n = 10_000
-    a = [(e, {"a": _make_stream_data("STINS", [FRAME])}) for e in range(n)]
-    b = [(e, {"b": _make_stream_data("STINS", [FRAME])}) for e in range(n)]
+    a = [(e, {"a": make_stream_data("STINS", [FRAME])}) for e in range(n)]
+    b = [(e, {"b": make_stream_data("STINS", [FRAME])}) for e in range(n)]
     events, counts = list(range(n)), [2] * n
 
     def run() -> int:
@@ -101,7 +101,7 @@ def test_worker_5000_events_of_1kib(benchmark: BenchmarkFixture, redis_url: str)
             got = 0
             while got < EVENTS:
                 assert sink.pull.poll(10_000), "results stopped arriving"
-                _, _, results = dataplane.decode_results(sink.pull.recv_multipart()[:4])
+                _, _, results = dataplane.decode_results(sink.pull.recv_multipart())
                 got += len(results)
 
         benchmark.pedantic(run, setup=setup, rounds=8)

@@ -103,6 +103,6 @@ def test_results_roundtrip_and_errors() -> None:
     assert (worker, phash) == ("w1", "abc")
     assert [(e, bytes(p)) for e, p in results] == [(3, b"one"), (9, b""), (4, b"x" * 1000)]
     with pytest.raises(_batch.BatchFormatError, match="overruns"):
-        dataplane.decode_results(frames[:3] + [frames[3][:-1]])
+        dataplane.decode_results(frames[:3] + [frames[3][:-1], frames[4]])
     with pytest.raises(_batch.BatchFormatError, match="multiple of 16"):
-        dataplane.decode_results(frames[:2] + [frames[2][:-1], frames[3]])
+        dataplane.decode_results(frames[:2] + [frames[2][:-1], *frames[3:]])

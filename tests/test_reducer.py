@@ -82,8 +82,8 @@ class FakeWorker:
 
     def send(self, uid: uuid.UUID, results: list[tuple[int, Any]]) -> None:
         frames = dataplane.encode_results(
-            self.name, "hash", [(evn, encode_payload(p)) for evn, p in results])
-        self.push.send_multipart([*frames, uid.bytes])
+            self.name, "hash", [(evn, encode_payload(p)) for evn, p in results], uid)
+        self.push.send_multipart(frames)
 
     def send_raw(self, frames: list[bytes]) -> None:
         self.push.send_multipart(frames)

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import Url
 
-from dranspose_fast.event import EventData, StreamData, _make_stream_data
+from dranspose_fast.event import EventData, StreamData, make_stream_data
 from dranspose_fast.parameters import StrParameter
 from dranspose_fast.protocol import IngesterState, ReducerState
 from dranspose_fast.runtime import dataplane
@@ -161,7 +161,7 @@ class FakeReducer:
                 continue
             frames = self.pull.recv_multipart()
             assert len(frames) == 5
-            worker, phash, results = dataplane.decode_results(frames[:4])
+            worker, phash, results = dataplane.decode_results(frames)
             assert phash is not None
             mapping = uuid.UUID(bytes=frames[4])
             out += [(mapping, worker, evn, decode_payload(p)) for evn, p in results]
@@ -183,7 +183,7 @@ def config(client: redis.Redis, worker: str) -> dict[str, Any]:
 
 
 def stream(*frames: bytes) -> StreamData:
-    return _make_stream_data("STINS", list(frames))
+    return make_stream_data("STINS", list(frames))
 
 
 def assign(client: redis.Redis, uid: uuid.UUID, first: int, present: list[list[int]],

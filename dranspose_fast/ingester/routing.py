@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 import zmq
 
 from dranspose_fast import _route
 from dranspose_fast.dump import DumpWriter
-from dranspose_fast.event import StreamData, _make_internal, _make_stream_data
+from dranspose_fast.event import StreamData, make_internal, make_stream_data
 from dranspose_fast.ingester.sources import Counters, Source, UpstreamSource, log_sparsely
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.runtime import dataplane
@@ -37,8 +36,6 @@ from dranspose_fast.runtime.redis_messages import AssignmentBatch
 MAX_QUEUED_EVENTS: Final[int] = 1 << 16
 #: Rows routed per round before the batches are sent (bounds latency and memory per round).
 MAX_ROWS_PER_ROUND: Final[int] = 1024
-
-_meta_encoder = msgspec.msgpack.Encoder()
 
 
 # === Assignments ===
@@ -125,7 +122,7 @@ class Scan:
         #: Per stream, the next message position handed to the compiled router.
         self.taken = np.zeros(len(sources), np.intp)
         #: The ``meta`` frame of every event batch: all our streams, by source index.
-        self.meta = _meta_encoder.encode([(src.stream, _typ(src)) for _col, src in sources])
+        self.meta = dataplane.stream_meta((src.stream, _typ(src)) for _col, src in sources)
         self._upstreams = [src for _col, src in sources if isinstance(src, UpstreamSource)]
 
     @property
@@ -228,15 +225,16 @@ class WorkerLinks:
         return True
 
     def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None]) -> None:
-        """Read every worker message ready on the ROUTER: ``[name, b"H", uuid16]``."""
+        """Read every worker message ready on the ROUTER: ``[name, *dataplane hello]``."""
         while True:
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) == 3 and frames[1] == b"H" and len(frames[2]) == 16:
+            service_uuid = dataplane.decode_hello(frames[1:])
+            if service_uuid is not None:
                 name = frames[0].decode("utf8", "replace")
-                on_hello(name, uuid.UUID(bytes=frames[2]))
+                on_hello(name, service_uuid)
                 if name in self.queues:
                     self.flush(name)
                 continue
@@ -308,8 +306,8 @@ def route_compiled(
         meta = scan.meta
         workers = pb.workers
         for slot, index, payload, externals, nevents in batches:
-            links.send_frames(workers[slot], [dataplane.EVENTS, meta, index, payload,
-                                              *externals], nevents)
+            links.send_frames(workers[slot], dataplane.event_frames(meta, index, payload,
+                                                                    externals), nevents)
         if pos < pb.nrows:
             break  # a message has not arrived yet
         pending.popleft()
@@ -416,7 +414,7 @@ def _software_trigger(
                 counters.malformed += 1
                 log_sparsely(log, counters.malformed, "stream %s: no StreamData from "
                              "software_trigger() for a placeholder; sending it empty", src.stream)
-                data = _make_stream_data("", [])
+                data = make_stream_data("", [])
             streams[src.stream] = data
 
 
@@ -432,7 +430,7 @@ def _dump(
     if dumper is None:
         return None
     try:
-        dumper.write(_make_internal(evn, dict(streams), datetime.now(UTC)))
+        dumper.write(make_internal(evn, dict(streams), datetime.now(UTC)))
         counters.dumped += 1
         return dumper
     except (OSError, ValueError) as exc:

@@ -8,10 +8,10 @@ when the scan is complete. Each scan gets a fresh user instance and timer (``con
 persists). ``publish`` is served read-only over the HDF5-REST partial view
 (``api.h5dict``), next to ``GET /api/v1/status``.
 
-A result message is ``dataplane.encode_results(...)`` plus a fifth frame: the 16 bytes of
-the mapping uuid the worker produced it for (see ``dranspose_fast.worker.service``). Results
-of an earlier scan are dropped and counted; results of a scan the reducer has not heard of
-yet (a worker that switched first) are held, bounded, until the update arrives.
+A result message names the mapping uuid the worker produced it for
+(``dataplane.result_scan``). Results of an earlier scan are dropped and counted; results of
+a scan the reducer has not heard of yet (a worker that switched first) are held, bounded,
+until the update arrives.
 
 The objects that exist at start (imports, the user's class) are exempted from the cyclic
 collector (``gc.freeze``), so full collections of that heap do not pause the result loop.
@@ -278,12 +278,12 @@ class Reducer(Service):
                     self._send_reduced()
 
     def _on_message(self, frames: list[Any]) -> None:
-        if len(frames) != 5 or len(frames[4]) != 16:
+        try:
+            uid = dataplane.result_scan(frames)
+        except DECODE_ERRORS as exc:
             self._counts["malformed"] += 1
-            self.log.error("reducer: dropped a result message of %d frames (expected 5 with "
-                           "a 16-byte mapping uuid last)", len(frames))
+            self.log.error("reducer: dropped a result message: %s", exc)
             return
-        uid = uuid.UUID(bytes=frames[4].bytes)
         with self._lock:
             if uid == self._scan_uuid:
                 self._reduce(frames)
@@ -301,7 +301,7 @@ class Reducer(Service):
         if host is None:
             return
         try:
-            worker, phash, results = dataplane.decode_results(frames[:4])
+            worker, phash, results = dataplane.decode_results(frames)
         except DECODE_ERRORS as exc:
             self._counts["malformed"] += 1
             self.log.error("reducer: dropped a malformed result batch: %s", exc)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import zmq
 
 from dranspose_fast.protocol import HashDigest
@@ -25,7 +24,7 @@ from dranspose_fast.replay.pacing import Pacing, Progress
 from dranspose_fast.replay.report import ReplayReport
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.usercode import Parameters, ReducerHost, decode_payload
-from dranspose_fast.worker import CREDIT, DONE, FINISH, HELLO, PARAMETERS, new_shared_tick
+from dranspose_fast.worker import new_shared_tick
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class _Pool:
                 raise PoolError(f"worker processes did not start within {START_TIMEOUT:.0f} s")
             if self.sock.poll(100):
                 ident, kind, *_ = self.sock.recv_multipart()
-                if kind == HELLO:
+                if kind == dataplane.HELLO:
                     ready.add(self.ids[ident])
 
     def _check_alive(self) -> None:
@@ -154,7 +153,7 @@ class _Pool:
     def broadcast_parameters(self) -> None:
         blob = pickle.dumps(self.reducer.parameters)
         for name in self.names:
-            self.sock.send_multipart([name.encode(), PARAMETERS, blob])
+            self.sock.send_multipart([name.encode(), *dataplane.encode_parameters(blob)])
 
     def poll(self, timeout_ms: int) -> None:
         """Take in everything the workers sent (results, credits, ends of work)."""
@@ -173,14 +172,14 @@ class _Pool:
                 for evn, payload in results:
                     self.reducer.process(evn, worker, HashDigest(phash) if phash else None,
                                         decode_payload(payload))
-            elif kind == CREDIT:
-                self.credits[wi] += int.from_bytes(frames[1].bytes, "little")
-            elif kind == DONE:
-                self.counters[self.names[wi]] = msgspec.msgpack.decode(frames[1].bytes)
+            elif kind == dataplane.CREDIT:
+                self.credits[wi] += dataplane.decode_credit(frames)
+            elif kind == dataplane.DONE:
+                self.counters[self.names[wi]] = dataplane.decode_done(frames)
 
     def finish(self) -> None:
         for name in self.names:
-            self.sock.send_multipart([name.encode(), FINISH])
+            self.sock.send_multipart([name.encode(), dataplane.FINISH])
         while len(self.counters) < len(self.names):
             self.poll(100)
 

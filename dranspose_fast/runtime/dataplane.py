@@ -1,17 +1,27 @@
-"""Framing of the data plane: packed event batches to workers, packed results to the reducer.
+"""Every ZeroMQ message of the runtime, built and parsed here and nowhere else.
 
-Message layouts (internal; they need not match dranspose 0.2's, DESIGN.md §3):
+Layouts (internal; they need not match dranspose 0.2's; docs/protocol.md):
 
-* events  ``[b"E", meta, index, payload, big_0, ...]``: ``meta`` is msgpack
-  ``[[stream, typ], ...]``; index and payload come from ``_batch.pack``. Frames of
+* event batch, ingester → worker ``[b"E", meta, index, payload, big_0, ...]``: ``meta`` is
+  msgpack ``[[stream, typ], ...]`` (``stream_meta``); index and payload come from the
+  compiled packers (``_batch.pack``, ``_route.route_pack``). Frames of
   ``ZERO_COPY_THRESHOLD`` bytes or more travel as their own frames, sent zero-copy.
-* results ``[b"R", meta, index, payload]``: ``meta`` is msgpack ``[worker, parameters_hash]``;
-  each payload is the pickled return value of ``process_event``.
+* result batch, worker → reducer ``[b"R", meta, index, payload, scan]``: ``meta`` is msgpack
+  ``[worker, parameters_hash]``; each payload is the pickled return value of
+  ``process_event``; ``scan`` is the 16 bytes of the mapping uuid the results belong to
+  (``NO_SCAN`` in a replay).
+* hello, worker → ingester ``[b"H", service_uuid]`` (16 bytes); a replay worker process
+  says ``[b"H"]`` to its pool.
+* replay pool ↔ worker process: ``[b"P", pickled parameters]``, ``[b"F"]`` (finish),
+  ``[b"C", events done (u64 LE)]`` (credit), ``[b"D", msgpack counters]`` (done).
+
+The compiled kernels pack and unpack without policy; the frame layouts are this module's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -26,6 +36,14 @@ ZERO_COPY_THRESHOLD = zmq.COPY_THRESHOLD
 
 EVENTS = b"E"
 RESULTS = b"R"
+HELLO = b"H"
+PARAMETERS = b"P"
+FINISH = b"F"
+CREDIT = b"C"
+DONE = b"D"
+
+#: The scan id of results that belong to no mapping (a replay).
+NO_SCAN = uuid.UUID(int=0)
 
 _meta_encoder = msgspec.msgpack.Encoder()
 _streams_decoder = msgspec.msgpack.Decoder(list[tuple[str, str]])
@@ -48,7 +66,20 @@ class StreamTable:
         return found
 
     def meta(self) -> bytes:
-        return _meta_encoder.encode(list(self.ids))
+        return stream_meta(self.ids)
+
+
+# === event batches ===
+
+
+def stream_meta(streams: Iterable[tuple[str, str]]) -> bytes:
+    """The ``meta`` frame of an event batch: the (stream, typ) pairs its stream ids name."""
+    return _meta_encoder.encode(list(streams))
+
+
+def event_frames(meta: bytes, index: Any, payload: Any, externals: Sequence[Any]) -> list[Any]:
+    """An event batch from what a compiled packer returned (``_batch.pack``, ``_route``)."""
+    return [EVENTS, meta, index, payload, *externals]
 
 
 def encode_events(events: Sequence[PartialEvent]) -> list[Any]:
@@ -60,7 +91,7 @@ def encode_events(events: Sequence[PartialEvent]) -> list[Any]:
         for name, data in streams.items()
     ]
     index, payload, externals = _batch.pack(entries, ZERO_COPY_THRESHOLD)
-    return [EVENTS, table.meta(), index, payload, *externals]
+    return event_frames(table.meta(), index, payload, externals)
 
 
 def _as_buffer(frame: Any) -> Any:
@@ -79,18 +110,76 @@ def decode_events(frames: Sequence[Any]) -> list[PartialEvent]:
     return out
 
 
+# === result batches ===
+
+
 def encode_results(
-    worker: str, parameters_hash: str | None, results: Sequence[tuple[int, bytes]]
+    worker: str,
+    parameters_hash: str | None,
+    results: Sequence[tuple[int, bytes]],
+    scan: uuid.UUID = NO_SCAN,
 ) -> list[bytes]:
+    """A result batch of ``worker`` for the scan ``scan``: ``(event_number, pickle)`` pairs."""
     index, payload = _batch.pack_results(list(results))
-    return [RESULTS, _meta_encoder.encode((worker, parameters_hash)), index, payload]
+    return [RESULTS, _meta_encoder.encode((worker, parameters_hash)), index, payload,
+            scan.bytes]
+
+
+def result_scan(frames: Sequence[Any]) -> uuid.UUID:
+    """The scan a result batch belongs to (read before the rest is decoded)."""
+    if len(frames) != 5 or _bytes(frames[0]) != RESULTS or len(_bytes(frames[4])) != 16:
+        raise _batch.BatchFormatError(
+            f"not a result batch: {len(frames)} frames (expected 5 with a 16-byte mapping "
+            "uuid last)")
+    return uuid.UUID(bytes=_bytes(frames[4]))
 
 
 def decode_results(frames: Sequence[Any]) -> tuple[str, str | None, list[tuple[int, Any]]]:
-    if len(frames) != 4 or _bytes(frames[0]) != RESULTS:
-        raise _batch.BatchFormatError(f"not a result batch: {len(frames)} frames")
+    """``(worker, parameters_hash, [(event_number, pickle), ...])`` of a result batch."""
+    result_scan(frames)
     worker, phash = _result_meta_decoder.decode(_bytes(frames[1]))
     return worker, phash, _batch.unpack_results(frames[2], frames[3])
+
+
+# === control messages ===
+
+
+def encode_hello(service_uuid: uuid.UUID | None = None) -> list[bytes]:
+    """A worker's hello to an ingester (with its service uuid) or to a replay pool (without)."""
+    return [HELLO] if service_uuid is None else [HELLO, service_uuid.bytes]
+
+
+def decode_hello(frames: Sequence[Any]) -> uuid.UUID | None:
+    """The service uuid of a worker's hello to an ingester; ``None`` if it is not one."""
+    if len(frames) == 2 and _bytes(frames[0]) == HELLO and len(_bytes(frames[1])) == 16:
+        return uuid.UUID(bytes=_bytes(frames[1]))
+    return None
+
+
+def encode_parameters(blob: bytes) -> list[bytes]:
+    return [PARAMETERS, blob]
+
+
+def encode_credit(events_done: int) -> list[bytes]:
+    return [CREDIT, events_done.to_bytes(8, "little")]
+
+
+def decode_credit(frames: Sequence[Any]) -> int:
+    return int.from_bytes(_bytes(frames[1]), "little")
+
+
+def encode_done(counters: dict[str, int]) -> list[bytes]:
+    return [DONE, msgspec.msgpack.encode(counters)]
+
+
+def decode_done(frames: Sequence[Any]) -> dict[str, int]:
+    out: dict[str, int] = msgspec.msgpack.decode(_bytes(frames[1]), type=dict[str, int])
+    return out
+
+
+def kind(frames: Sequence[Any]) -> bytes:
+    """The first byte string of a message: which of the layouts above it is."""
+    return _bytes(frames[0])
 
 
 def _bytes(frame: Any) -> bytes:

@@ -21,17 +21,15 @@ import redis
 import zmq
 
 from dranspose_fast.protocol import IngesterState, ReducerState
+from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.redis_messages import CreditMessage, credit_encoder
 
-__all__ = ["PING", "CreditSender", "Dealer", "Peers"]
+__all__ = ["CreditSender", "Dealer", "Peers"]
 
 #: Wait before a credit message that Redis refused is sent again.
 CREDIT_RETRY = 0.05
 
 logger = logging.getLogger(__name__)
-
-#: First frame of the hello/ping a worker sends its ingesters: ``[PING, service_uuid.bytes]``.
-PING = b"H"
 
 
 @dataclass
@@ -50,7 +48,7 @@ class Peers:
     ) -> None:
         self.ctx = ctx
         self.name = name
-        self.hello = [PING, service_uuid.bytes]
+        self.hello = dataplane.encode_hello(service_uuid)
         self.poller = poller
         self.dealers: dict[str, Dealer] = {}
         self.ingesters: dict[str, IngesterState] = {}

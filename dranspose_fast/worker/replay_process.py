@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import zmq
 
 from dranspose_fast import _batch
@@ -32,12 +31,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Control messages between a replay pool and its worker processes (one DEALER/ROUTER pair,
-# so results, credits and the end of work arrive in the order they were sent).
-HELLO = b"H"
-PARAMETERS = b"P"
-FINISH = b"F"
-CREDIT = b"C"
-DONE = b"D"
+# so results, credits and the end of work arrive in the order they were sent); their
+# layouts are ``dataplane``'s.
+HELLO = dataplane.HELLO
+PARAMETERS = dataplane.PARAMETERS
+FINISH = dataplane.FINISH
+CREDIT = dataplane.CREDIT
+DONE = dataplane.DONE
 
 
 class BatchWorker:
@@ -110,7 +110,7 @@ def run_pool_worker(
     sock.setsockopt(zmq.IDENTITY, name.encode())
     sock.setsockopt(zmq.LINGER, 5000)
     sock.connect(url)
-    sock.send(HELLO)
+    sock.send_multipart(dataplane.encode_hello())
     try:
         while True:
             frames = sock.recv_multipart(copy=False)
@@ -119,13 +119,13 @@ def run_pool_worker(
                 done, results = worker.handle(frames)
                 if results is not None:
                     sock.send_multipart(results)
-                sock.send_multipart([CREDIT, done.to_bytes(8, "little")])
+                sock.send_multipart(dataplane.encode_credit(done))
             elif kind == PARAMETERS:
                 worker.set_parameters(pickle.loads(frames[1].bytes))
             elif kind == FINISH:
                 host.finish()
                 counters = dict(vars(host.counters), bad_batches=worker.bad_batches)
-                sock.send_multipart([DONE, msgspec.msgpack.encode(counters)])
+                sock.send_multipart(dataplane.encode_done(counters))
                 break
     finally:
         sock.close()

@@ -32,8 +32,8 @@ of the cyclic collector's sight (``gc.freeze``), so full collections of that lar
 not stall the data path (they showed as ~10 % of a worker's CPU at 1 MiB frames, each a
 pause of tens of ms). Not repeated per scan: a full collection costs ~30 ms of CPU.
 
-Result messages are ``dataplane.encode_results(...)`` followed by **one extra frame**: the
-16 raw bytes of the scan's mapping uuid, so the reducer drops results of an old scan.
+Result messages carry the scan's mapping uuid (``dataplane.encode_results``), so the reducer
+drops results of an old scan.
 """
 
 from __future__ import annotations
@@ -400,9 +400,8 @@ class Worker(Service):
         scan.results += len(results)
         self._counters.results += len(results)
         self._counters.result_messages += 1
-        frames: list[Any] = dataplane.encode_results(self.name, scan.phash, results)
-        frames.append(scan.uuid.bytes)
-        self.peers.send_results(frames)
+        self.peers.send_results(
+            dataplane.encode_results(self.name, scan.phash, results, scan.uuid))
 
     def _grant(self, scan: ScanState) -> None:
         first = not scan.initial_granted
