@@ -9,7 +9,7 @@ Run: ``python -m pytest bench/bench_assemble.py -q --benchmark-only -p no:cachep
 * ``assemble-two-ingesters``: 10,000 events whose two streams come from two ingesters.
 
 Baseline in the same run: the pure-Python merge (dict operations per event, then
-``_make_event_data``), which is what the worker ran before the kernel.
+``make_event_data``), which is what the worker ran before the kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from dranspose_fast import _assemble
-from dranspose_fast.event import EventData, StreamData, _make_event_data, _make_stream_data
+from dranspose_fast.event import EventData, StreamData, make_event_data, make_stream_data
 from dranspose_fast.runtime import dataplane
 
 N = 10_000
@@ -39,7 +39,7 @@ def python_add(
             count = expected.get(evn)
             if count is not None and len(streams) >= count:
                 del expected[evn]
-                ready.append(_make_event_data(evn, streams))
+                ready.append(make_event_data(evn, streams))
             else:
                 pending[evn] = streams
             continue
@@ -50,7 +50,7 @@ def python_add(
         if count is not None and len(have) >= count:
             del expected[evn]
             del pending[evn]
-            ready.append(_make_event_data(evn, have))
+            ready.append(make_event_data(evn, have))
     return ready
 
 
@@ -69,7 +69,7 @@ def test_unpack_and_assemble_one_ingester(benchmark: BenchmarkFixture, impl: str
     add = ADDERS[impl]
     batches = [
         dataplane.encode_events(
-            [(e, {"eiger": _make_stream_data("STINS", [b"{}", SMALL])}) for e in range(i, i + 250)]
+            [(e, {"eiger": make_stream_data("STINS", [b"{}", SMALL])}) for e in range(i, i + 250)]
         )
         for i in range(0, N, 250)
     ]
@@ -90,8 +90,8 @@ def test_unpack_and_assemble_one_ingester(benchmark: BenchmarkFixture, impl: str
 @pytest.mark.parametrize("impl", sorted(ADDERS))
 def test_assemble_two_ingesters(benchmark: BenchmarkFixture, impl: str) -> None:
     add = ADDERS[impl]
-    a = [(e, {"a": _make_stream_data("STINS", [FRAME])}) for e in range(N)]
-    b = [(e, {"b": _make_stream_data("STINS", [FRAME])}) for e in range(N)]
+    a = [(e, {"a": make_stream_data("STINS", [FRAME])}) for e in range(N)]
+    b = [(e, {"b": make_stream_data("STINS", [FRAME])}) for e in range(N)]
 
     def run() -> int:
         expected = dict.fromkeys(range(N), 2)

@@ -29,7 +29,7 @@ import pytest
 import redis
 import zmq
 
-from dranspose_fast.event import _make_stream_data
+from dranspose_fast.event import make_stream_data
 from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
 from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
@@ -48,7 +48,7 @@ _ctx = mp.get_context("spawn")
 class _Ready:
     def __init__(self, stream: str) -> None:
         self.stream = StreamName(stream)
-        self.data = _make_stream_data("STINS", [b'{"htype": "image"}', bytes(FRAME)])
+        self.data = make_stream_data("STINS", [b'{"htype": "image"}', bytes(FRAME)])
 
     def ready(self) -> bool:
         return True

@@ -35,7 +35,7 @@ import pytest
 import zmq
 
 from dranspose_fast import _batch
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.mapping import BindingEngine, MappingSequence
 from dranspose_fast.middlewares.stream1 import parse
 from dranspose_fast.runtime import dataplane
@@ -65,7 +65,7 @@ def _payload(shape: tuple[int, int]) -> Any:
 def _events(shape: tuple[int, int]) -> list[tuple[int, dict[str, StreamData]]]:
     # One payload object shared by every event: packing references externals, never copies them.
     payload = _payload(shape)
-    return [(e, {"eiger": _make_stream_data("STINS", [_header(e, shape), payload])})
+    return [(e, {"eiger": make_stream_data("STINS", [_header(e, shape), payload])})
             for e in range(EVENTS)]
 
 
@@ -181,14 +181,14 @@ def test_bind_uniform(benchmark: Any, uniform_map: MappingSequence) -> None:
 
 @pytest.mark.benchmark(group="kernel-stins-decode")
 def test_parse_64x64(benchmark: Any) -> None:
-    data = _make_stream_data("STINS", [_header(7, SMALL), _payload(SMALL)])
+    data = make_stream_data("STINS", [_header(7, SMALL), _payload(SMALL)])
     packet = benchmark(parse, data)
     assert packet.data.shape == SMALL and int(packet.data[0, 5]) == 5
 
 
 @pytest.mark.benchmark(group="kernel-stins-decode")
 def test_parse_512x1024_frame_view(benchmark: Any) -> None:
-    data = _make_stream_data("STINS", [_header(7, LARGE), _payload(LARGE)])
+    data = make_stream_data("STINS", [_header(7, LARGE), _payload(LARGE)])
     assert isinstance(data.frames[1], zmq.Frame)
     packet = benchmark(parse, data)
     assert packet.data.shape == LARGE and int(packet.data[1, 0]) == 1024

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from bench.dr02_timing import dr02_median_us, record
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.middlewares.sardana import parse
 
 POINTS = 200
@@ -56,7 +56,7 @@ def scan_frames() -> list[str]:
 
 def test_parse_sardana_scan(benchmark: Any) -> None:
     frames = scan_frames()
-    data: list[StreamData] = [_make_stream_data("sardana", [f.encode()]) for f in frames]
+    data: list[StreamData] = [make_stream_data("sardana", [f.encode()]) for f in frames]
 
     def run() -> None:
         for d in data:

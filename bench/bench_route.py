@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from dranspose_fast import _route
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.runtime import dataplane
 
 ROWS = 1024
@@ -62,7 +62,7 @@ def test_python_group_and_encode_events_baseline(benchmark: Any) -> None:
             for k in range(2):
                 if not present[r, k]:
                     continue
-                data = _make_stream_data("STINS", messages[k][r])
+                data = make_stream_data("STINS", messages[k][r])
                 mask = int(masks[r, k])
                 for w in range(WORKERS):
                     if mask >> w & 1:

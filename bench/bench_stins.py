@@ -20,7 +20,7 @@ import zmq
 from dectris.compression import decompress
 
 from dranspose_fast.data.stream1 import Stream1Data, Stream1Start
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.middlewares.stream1 import parse
 
 
@@ -33,7 +33,7 @@ def _image_message(shape: tuple[int, ...], payload: Any, compression: str = "non
         compression=compression,
         timestamps={"start": 1.0, "stop": 1.001},
     )
-    return _make_stream_data("STINS", [header.model_dump_json().encode(), payload])
+    return make_stream_data("STINS", [header.model_dump_json().encode(), payload])
 
 
 def _baseline(data: StreamData) -> np.ndarray[Any, Any]:

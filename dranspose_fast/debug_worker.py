@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from dranspose_fast.event import EventData, _make_event_data
+from dranspose_fast.event import EventData, make_event_data
 from dranspose_fast.protocol import StreamName, WorkerTag
 from dranspose_fast.runtime.settings import WorkerSettings
 from dranspose_fast.worker import Worker
@@ -71,7 +71,7 @@ class DebugWorker(Worker):
         with self._buffer_lock:
             events = list(self.buffer)[-number:]
         return [
-            _make_event_data(
+            make_event_data(
                 e.event_number,
                 {StreamName(name): data.get_bytes() for name, data in e.streams.items()},
             )

@@ -44,8 +44,8 @@ from dranspose_fast.event import (
     TAG_INTERNAL_MESSAGE,
     InternalWorkerMessage,
     StreamData,
-    _make_internal,
-    _make_stream_data,
+    make_internal,
+    make_stream_data,
     message_tag_hook,
 )
 
@@ -290,7 +290,7 @@ class _Scanner:
                         else frame_cls(view[off : off + size], copy=False)
                         for off, size in frames[f0 : f0 + nf]
                     ]
-                    msg_streams[text(mm, name_off, name_len)] = _make_stream_data(
+                    msg_streams[text(mm, name_off, name_len)] = make_stream_data(
                         text(mm, typ_off, typ_len), data
                     )
                 created = None
@@ -298,7 +298,7 @@ class _Scanner:
                     created = _parse_datetime(mm[date_off : date_off + date_len].decode())
             except ValueError as exc:  # bad UTF-8 or an unreadable created_at
                 raise DumpError(f"{self.name}: bad record at byte offset {start}: {exc}") from exc
-            yield _make_internal(event, msg_streams, created)
+            yield make_internal(event, msg_streams, created)
 
     def _text(self, mm: mmap.mmap, off: int, size: int) -> str:
         key = mm[off : off + size]
@@ -347,7 +347,7 @@ def _extra_fields(value: Any) -> Any:
     if isinstance(value, list | tuple) and len(value) > 3 and isinstance(value[0], int):
         if isinstance(value[1], Mapping):  # cbor2 6 hands tag hooks immutable frozendicts
             created = value[2] if isinstance(value[2], datetime) else None
-            return _make_internal(value[0], dict(value[1]), created)
+            return make_internal(value[0], dict(value[1]), created)
     return CBORTag(TAG_INTERNAL_MESSAGE, value)
 
 

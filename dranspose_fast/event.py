@@ -43,7 +43,7 @@ class StreamData(BaseModel):
 
     def get_bytes(self) -> StreamData:
         """A copy whose frames are all ``bytes``."""
-        return _make_stream_data(
+        return make_stream_data(
             self.typ, [f.bytes if isinstance(f, zmq.Frame) else bytes(f) for f in self.frames]
         )
 
@@ -83,7 +83,7 @@ class EventData(BaseModel):
                 if name in streams:
                     raise ValueError(f"cannot merge data with duplicate stream {name!r}")
                 streams[name] = data
-        return _make_event_data(msgs[0].event_number, streams)
+        return make_event_data(msgs[0].event_number, streams)
 
 
 class ResultData(BaseModel):
@@ -106,18 +106,18 @@ _INTERNAL_FIELDS = {"event_number", "streams", "created_at"}
 _RESULT_FIELDS = {"event_number", "worker", "parameters_hash", "payload"}
 
 
-def _make_stream_data(typ: str, frames: list[Any]) -> StreamData:
+def make_stream_data(typ: str, frames: list[Any]) -> StreamData:
     obj: StreamData = _construct(StreamData, {"typ": typ, "frames": frames}, _STREAM_FIELDS)
     return obj
 
 
-def _make_event_data(event_number: int, streams: dict[Any, StreamData]) -> EventData:
+def make_event_data(event_number: int, streams: dict[Any, StreamData]) -> EventData:
     values = {"event_number": event_number, "streams": streams}
     obj: EventData = _construct(EventData, values, _EVENT_FIELDS)
     return obj
 
 
-def _make_internal(
+def make_internal(
     event_number: int, streams: dict[StreamName, StreamData], created_at: datetime | None = None
 ) -> InternalWorkerMessage:
     values = {
@@ -129,7 +129,7 @@ def _make_internal(
     return obj
 
 
-def _make_result(
+def make_result(
     event_number: int, worker: str, parameters_hash: str | None, payload: Any
 ) -> ResultData:
     values = {
@@ -164,9 +164,9 @@ def message_tag_hook(*args: Any) -> Any:
     value = tag.value
     if tag.tag == TAG_INTERNAL_MESSAGE and isinstance(value, list | tuple) and len(value) in (2, 3):
         created = value[2] if len(value) == 3 and isinstance(value[2], datetime) else None
-        return _make_internal(int(value[0]), dict(value[1]), created)
+        return make_internal(int(value[0]), dict(value[1]), created)
     if tag.tag == TAG_STREAM_DATA and isinstance(value, list | tuple) and len(value) == 2:
-        return _make_stream_data(str(value[0]), list(value[1]))
+        return make_stream_data(str(value[0]), list(value[1]))
     if tag.tag == TAG_SELF_DESCRIBED:
         return value
     return tag

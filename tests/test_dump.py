@@ -30,8 +30,8 @@ from dranspose_fast.errors import DumpError
 from dranspose_fast.event import (
     InternalWorkerMessage,
     StreamData,
-    _make_internal,
-    _make_stream_data,
+    make_internal,
+    make_stream_data,
     message_encoder,
 )
 from tests.compat.dr02_roundtrip import spec_summary, summary
@@ -219,14 +219,14 @@ def test_writer_takes_any_buffer_and_normalises_datetimes(tmp_path: Path) -> Non
         np.arange(10, dtype=np.uint16),
         np.arange(20, dtype=np.uint8)[::2],  # not contiguous
     ]
-    m = _make_internal(5, {"s": _make_stream_data("t", frames)}, T0)  # not validated
+    m = make_internal(5, {"s": make_stream_data("t", frames)}, T0)  # not validated
     plain = msg(5, {"s": ("t", [payload, payload, b"abc", np.arange(10, dtype=np.uint16).tobytes(),
                                 bytes(range(0, 20, 2))])})  # fmt: skip
     assert encode_record(m) == oracle(plain)
     naive = msg(5, {}, datetime(2024, 1, 2, 3, 4, 5))
     assert encode_record(naive) == oracle(msg(5, {}, datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)))
     with pytest.raises(DumpError, match="stream 'x': frame of type int"):
-        encode_record(_make_internal(1, {"x": _make_stream_data("t", [3])}))
+        encode_record(make_internal(1, {"x": make_stream_data("t", [3])}))
 
 
 def test_dumpwriter_appends_plain_and_gz(tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dranspose_fast import _assemble
-from dranspose_fast.event import EventData, StreamData, _make_stream_data
+from dranspose_fast.event import EventData, StreamData, make_stream_data
 from dranspose_fast.runtime import dataplane
 
 
 def sd(*frames: bytes) -> StreamData:
-    return _make_stream_data("STINS", list(frames))
+    return make_stream_data("STINS", list(frames))
 
 
 def test_make_event_is_a_real_event_data() -> None:

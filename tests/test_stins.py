@@ -27,12 +27,12 @@ from dranspose_fast.data.stream1 import (
     Stream1Start,
 )
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.middlewares.stream1 import parse
 
 
 def frames_of(header: dict[str, Any], *payload: Any) -> StreamData:
-    return _make_stream_data("STINS", [json.dumps(header).encode(), *payload])
+    return make_stream_data("STINS", [json.dumps(header).encode(), *payload])
 
 
 def image_header(
@@ -144,7 +144,7 @@ def test_data_is_a_view_of_a_large_zero_copy_frame() -> None:
     img = np.arange(256 * 512, dtype=np.uint16).reshape(256, 512)  # 256 KiB
     frame = zmq.Frame(img.tobytes(), copy=False)
     header = json.dumps(image_header([256, 512])).encode()
-    back = parse(_make_stream_data("STINS", [zmq.Frame(header), frame]))
+    back = parse(make_stream_data("STINS", [zmq.Frame(header), frame]))
     assert np.shares_memory(back.data, frame.buffer)
     np.testing.assert_array_equal(back.data, img)
     del frame
@@ -166,7 +166,7 @@ def test_frames_received_over_zmq_are_viewed_in_place() -> None:
         push.close(linger=0)
         pull.close(linger=0)
         ctx.term()
-    back = parse(_make_stream_data("STINS", frames))
+    back = parse(make_stream_data("STINS", frames))
     assert np.shares_memory(back.data, frames[1].buffer)
     np.testing.assert_array_equal(back.data, img)
 
@@ -253,12 +253,12 @@ def _bad(data: StreamData, pattern: str) -> None:
 
 
 def test_bad_envelopes() -> None:
-    _bad(_make_stream_data("EIGER", [b"{}"]), r"typ 'EIGER'")
-    _bad(_make_stream_data("STINS", []), r"no frames")
-    _bad(_make_stream_data("STINS", [b'{"htype": "image",}']), r"not valid JSON.*byte 18")
-    _bad(_make_stream_data("STINS", [b"[1, 2]"]), r"JSON list, expected an object")
-    _bad(_make_stream_data("STINS", [12]), r"frame 0\) is a int")
-    _bad(_make_stream_data("STINS", [b"[" * 100000]), r"not valid JSON")
+    _bad(make_stream_data("EIGER", [b"{}"]), r"typ 'EIGER'")
+    _bad(make_stream_data("STINS", []), r"no frames")
+    _bad(make_stream_data("STINS", [b'{"htype": "image",}']), r"not valid JSON.*byte 18")
+    _bad(make_stream_data("STINS", [b"[1, 2]"]), r"JSON list, expected an object")
+    _bad(make_stream_data("STINS", [12]), r"frame 0\) is a int")
+    _bad(make_stream_data("STINS", [b"[" * 100000]), r"not valid JSON")
     _bad(frames_of({"msg_number": 1}), r"no 'htype' field")
     _bad(frames_of({"msg_number": 1, "htype": "dimage-1.0"}), r"'htype' is 'dimage-1.0'")
 
@@ -360,14 +360,14 @@ def test_fuzz_random_json_headers(header: dict[str, Any], payload: Any, extra: b
         frames.append(payload)
     if extra:
         frames.append(b"")
-    _parse_or_decode_error(_make_stream_data("STINS", frames))
+    _parse_or_decode_error(make_stream_data("STINS", frames))
 
 
 @settings(deadline=None, max_examples=300)
 @given(raw=st.binary(max_size=64), payload=st.binary(max_size=16))
 def test_fuzz_random_bytes(raw: bytes, payload: bytes) -> None:
-    _parse_or_decode_error(_make_stream_data("STINS", [raw, payload]))
-    _parse_or_decode_error(_make_stream_data("STINS", [zmq.Frame(raw)]))
+    _parse_or_decode_error(make_stream_data("STINS", [raw, payload]))
+    _parse_or_decode_error(make_stream_data("STINS", [zmq.Frame(raw)]))
 
 
 @settings(deadline=None, max_examples=300)

@@ -18,7 +18,7 @@ from typing import Literal
 import zmq
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "CONTRAST_TYPE",
@@ -48,7 +48,7 @@ class ContrastBase(BaseModel):
         payload = pickle.dumps(self.model_dump())
         # The frame policy of dranspose_fast.event: bytes below the copy threshold.
         frame = payload if len(payload) < zmq.COPY_THRESHOLD else zmq.Frame(payload, copy=False)
-        return _make_stream_data(CONTRAST_TYPE, [frame])
+        return make_stream_data(CONTRAST_TYPE, [frame])
 
 
 class ContrastStarted(ContrastBase):

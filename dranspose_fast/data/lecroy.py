@@ -20,7 +20,7 @@ import zmq
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "LECROY_TYPE",
@@ -58,7 +58,7 @@ class LecroyBase(BaseModel):
 
         (dranspose 0.2 handed ``zmq.Frame`` a ``str`` here, which raises; this encodes it.)
         """
-        return _make_stream_data(LECROY_TYPE, [self.model_dump_json().encode()])
+        return make_stream_data(LECROY_TYPE, [self.model_dump_json().encode()])
 
 
 class LecroyPrepare(LecroyBase):
@@ -145,7 +145,7 @@ class LecroyParsed(LecroySeqStart):
         last = self.meta[-1].frame + 1 if self.meta else self.frame
         frames.append(LecroySeqEnd(htype="msg", what=WhatEnum.SEQEND, frame=last)
                       .model_dump_json().encode())
-        return _make_stream_data(LECROY_TYPE, frames)
+        return make_stream_data(LECROY_TYPE, frames)
 
 
 LecroyPacket: TypeAdapter[Any] = TypeAdapter(

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "PCAPBase",
@@ -47,7 +47,7 @@ class PCAPBase(BaseModel):
 
     def to_stream_data(self) -> StreamData:
         """The message as the PandA device sends it: one JSON frame, ``typ="PCAP"``."""
-        return _make_stream_data(TYP, [self.model_dump_json().encode()])
+        return make_stream_data(TYP, [self.model_dump_json().encode()])
 
 
 class PCAPStart(PCAPBase):

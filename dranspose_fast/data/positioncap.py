@@ -17,7 +17,7 @@ from datetime import datetime
 from pydantic import BaseModel, TypeAdapter
 
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "INTEGER_TYPES",
@@ -85,7 +85,7 @@ class PositionCapStart(BaseModel):
         for field in fields:
             block, _, capture = field.name.rpartition(".")
             lines.append(f" {block} {field.type} {capture}")
-        return _make_stream_data(TYP, [("\n".join(lines) + "\n").encode()])
+        return make_stream_data(TYP, [("\n".join(lines) + "\n").encode()])
 
 
 class PositionCapValues(BaseModel):
@@ -96,7 +96,7 @@ class PositionCapValues(BaseModel):
     def to_stream_data(self) -> StreamData:
         """The row as the PandA sends it: the values, space-separated."""
         line = " " + " ".join(str(f.value) for f in self.fields.values()) + "\n"
-        return _make_stream_data(TYP, [line.encode()])
+        return make_stream_data(TYP, [line.encode()])
 
 
 class PositionCapEnd(BaseModel):
@@ -104,7 +104,7 @@ class PositionCapEnd(BaseModel):
 
     def to_stream_data(self) -> StreamData:
         """An ``END`` line (the PandA sends the row count and the reason)."""
-        return _make_stream_data(TYP, [b"END 0 Disarmed\n"])
+        return make_stream_data(TYP, [b"END 0 Disarmed\n"])
 
 
 PositionCapPacketType = PositionCapStart | PositionCapValues | PositionCapEnd

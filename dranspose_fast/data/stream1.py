@@ -18,7 +18,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "Stream1",
@@ -51,11 +51,11 @@ class Stream1(BaseModel):
             ``typ="STINS"``; frames below ``zmq.COPY_THRESHOLD`` are ``bytes``, larger ones
             zero-copy ``zmq.Frame`` objects.
         """
-        frames: list[Any] = [_as_frame(self.model_dump_json(exclude={"data"}).encode())]
+        frames: list[Any] = [as_frame(self.model_dump_json(exclude={"data"}).encode())]
         payload = self._payload_frame()
         if payload is not None:
             frames.append(payload)
-        return _make_stream_data("STINS", frames)
+        return make_stream_data("STINS", frames)
 
     def _payload_frame(self) -> bytes | zmq.Frame | None:
         extra = self.__pydantic_extra__ or {}
@@ -63,8 +63,8 @@ class Stream1(BaseModel):
             return None
         data = extra["data"]
         if isinstance(data, np.ndarray):
-            return _array_frame(data)
-        return _as_frame(data)
+            return array_frame(data)
+        return as_frame(data)
 
 
 class Stream1Start(Stream1):
@@ -112,16 +112,16 @@ class Stream1Data(Stream1):
             return None
         data = extra["data"]
         if not isinstance(data, np.ndarray):
-            return _as_frame(data)
+            return as_frame(data)
         stored = self._payload
         if stored is not None and stored[0] is data:
-            return _as_frame(stored[1])
+            return as_frame(stored[1])
         if self.compression != "none":
             raise ValueError(
                 f"Stream1Data.to_stream_data cannot compress an array as {self.compression!r}: "
                 "set compression='none' or give .data as the compressed bytes"
             )
-        return _array_frame(data)
+        return array_frame(data)
 
 
 class Stream1End(Stream1):
@@ -146,7 +146,7 @@ Stream1Packet: TypeAdapter[Stream1Start | Stream1Data | Stream1End] = TypeAdapte
 # === Frames ===
 
 
-def _as_frame(buf: Any) -> bytes | zmq.Frame:
+def as_frame(buf: Any) -> bytes | zmq.Frame:
     """Apply the frame policy: copy below ``zmq.COPY_THRESHOLD``, zero-copy ``zmq.Frame`` above."""
     if isinstance(buf, zmq.Frame):
         return buf
@@ -156,7 +156,7 @@ def _as_frame(buf: Any) -> bytes | zmq.Frame:
     return zmq.Frame(buf, copy=False)
 
 
-def _array_frame(data: np.ndarray[Any, Any]) -> bytes | zmq.Frame:
+def array_frame(data: np.ndarray[Any, Any]) -> bytes | zmq.Frame:
     """Raw C-order bytes of ``data``; large arrays are wrapped, not copied."""
     flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    return _as_frame(flat)
+    return as_frame(flat)

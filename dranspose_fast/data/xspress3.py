@@ -19,9 +19,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from dranspose_fast.data.stream1 import _array_frame, _as_frame
+from dranspose_fast.data.stream1 import array_frame, as_frame
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 
 __all__ = [
     "META_NAMES",
@@ -68,11 +68,11 @@ class XspressBase(BaseModel):
         extra = self.__pydantic_extra__ or {}
         if "data" in extra:
             data = extra["data"]
-            frames.append(_array_frame(data) if isinstance(data, np.ndarray) else _as_frame(data))
+            frames.append(array_frame(data) if isinstance(data, np.ndarray) else as_frame(data))
         if "meta" in extra:
             # Pickling our own arrays is safe; only unpickling network data is not.
             frames.append(pickle.dumps(list(extra["meta"].values())))
-        return _make_stream_data("xspress", frames)
+        return make_stream_data("xspress", frames)
 
 
 class XspressStart(XspressBase):

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Final, Literal
 import zmq
 
 from dranspose_fast.errors import DecodeError
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.ingester.service import Ingester, IsSoftwareTriggered, UpstreamSettings
 from dranspose_fast.ingester.sources import (
     DATA,
@@ -269,7 +269,7 @@ class FramedIngester(Ingester):
                 continue
             for kind, out in framed:
                 if rules.keep(kind, received):
-                    yield _make_stream_data(framer.typ, out)
+                    yield make_stream_data(framer.typ, out)
 
     async def stop_source(self, stream: StreamName) -> None:
         sock = self._in_sockets.pop(stream, None)

@@ -25,7 +25,7 @@ from typing import Any, Final, Protocol
 
 import zmq
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.protocol import StreamName
 
 __all__ = [
@@ -206,7 +206,7 @@ class UpstreamSource:
             raise RuntimeError(f"stream {self.stream}: take() without a ready message")
         frames = self.msgs[self.head]
         self.consumed(self.head + 1)
-        return _make_stream_data(self.typ, frames)
+        return make_stream_data(self.typ, frames)
 
     def consumed(self, head: int) -> None:
         """Messages before ``head`` are routed: let them go."""

@@ -37,7 +37,7 @@ from dranspose_fast.data.sardana import (
     SardanaRecordData,
     SardanaRecordEnd,
 )
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.ingester import Ingester, IngesterCounters
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.runtime.settings import IngesterSettings
@@ -146,7 +146,7 @@ class HttpSardanaIngester(Ingester):
 
 
 def _frame(packet: SardanaPacketType) -> StreamData:
-    return _make_stream_data(TYP, [packet.model_dump_json().encode("utf8")])
+    return make_stream_data(TYP, [packet.model_dump_json().encode("utf8")])
 
 
 # === the HTTP app ===

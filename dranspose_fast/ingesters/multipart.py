@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import zmq
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
 from dranspose_fast.ingester.sources import UpstreamSource
 from dranspose_fast.protocol import StreamName
@@ -65,7 +65,7 @@ class MultipartIngester(Ingester):
         self._in_sockets[stream] = sock
         while True:
             frames = await sock.recv_multipart(copy=False)
-            yield _make_stream_data(cfg.stream_typ, frames)
+            yield make_stream_data(cfg.stream_typ, frames)
 
     async def stop_source(self, stream: StreamName) -> None:
         sock = self._in_sockets.pop(stream, None)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, model_validator
 from pydantic_core import Url
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
 from dranspose_fast.ingester.framing import (
     DATA,
@@ -200,7 +200,7 @@ class TcpPcapIngester(Ingester):
                         continue
                     counters.discarded_outside_scan += framer.skipped - skipped
                     for _kind, out in framed:
-                        yield _make_stream_data(TYP, out)
+                        yield make_stream_data(TYP, out)
             finally:
                 self._drop(stream, writer)
             await asyncio.sleep(cfg.upstream_reconnect_interval)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 import msgspec
 import zmq
 
-from dranspose_fast.event import StreamData, _make_stream_data
+from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.ingester import Ingester, IsSoftwareTriggered, UpstreamSettings
 from dranspose_fast.ingester.sources import DATA, END, MALFORMED, START, UpstreamSource
 from dranspose_fast.protocol import StreamName
@@ -96,11 +96,11 @@ class ZmqPullSingleIngester(Ingester):
                 self.log.warning("stream %s: dropped a malformed STINS message", stream)
             elif not started and kind == START:
                 started = True
-                yield _make_stream_data(TYP, frames)
+                yield make_stream_data(TYP, frames)
             elif started and kind == DATA:
-                yield _make_stream_data(TYP, frames)
+                yield make_stream_data(TYP, frames)
             elif started and kind == END:
-                yield _make_stream_data(TYP, frames)
+                yield make_stream_data(TYP, frames)
                 break
             else:
                 counters.discarded_outside_scan += 1

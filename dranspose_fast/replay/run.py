@@ -29,7 +29,7 @@ from dranspose_fast.event import (
     EventData,
     InternalWorkerMessage,
     StreamData,
-    _make_event_data,
+    make_event_data,
 )
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.parameters import load_parameter_file
@@ -295,7 +295,7 @@ def _run_in_process(
                 worker = workers[wi]
                 per_worker[wi] += 1
                 deliveries += 1
-                event: EventData = _make_event_data(evn, part)
+                event: EventData = make_event_data(evn, part)
                 result = worker.process(event)
                 if result is not None:
                     # Same serialization as on the network: the reducer gets a copy.

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from dranspose_fast.event import EventData, ResultData, _make_result
+from dranspose_fast.event import EventData, ResultData, make_result
 from dranspose_fast.parameters import ParameterBase
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
 
@@ -205,7 +205,7 @@ class ReducerHost:
     def process(
         self, event_number: int, worker: str, parameters_hash: HashDigest | None, payload: Any
     ) -> None:
-        result: ResultData = _make_result(event_number, worker, parameters_hash, payload)
+        result: ResultData = make_result(event_number, worker, parameters_hash, payload)
         self.counters.results += 1
         per_worker = self.counters.per_worker
         per_worker[worker] = per_worker.get(worker, 0) + 1
