@@ -78,6 +78,53 @@ def graph(root: Path = ROOT) -> dict[str, set[str]]:
     return edges
 
 
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_imports(root: Path = ROOT, extra: tuple[str, ...] = ("bench", "examples")) -> list[str]:
+    """``file: module._name`` for every ``_``-prefixed name a file takes from another module of
+    the package: ``from m import _x`` or ``m._x`` on an imported package module.  A private
+    *module* (``from dranspose_fast import _batch``, the compiled kernels) is a module, not a
+    name, and is fine.  Covers the package and the scripts under ``extra``."""
+    mods = modules(root)
+    files: list[tuple[str, Path]] = [(m, p) for m, p in mods.items() if p.suffix == ".py"]
+    for folder in extra:
+        files += [(f"{folder}.{p.stem}", p) for p in sorted((root / folder).rglob("*.py"))]
+    found: list[str] = []
+    for mod, path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        where = str(path.relative_to(root))
+        alias: dict[str, str] = {}  # local name -> package module
+        for node in _imports(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in mods:
+                        alias[a.asname or a.name.partition(".")[0]] = (
+                            a.name if a.asname else a.name.partition(".")[0])
+                continue
+            base = _resolve(mod, path.name == "__init__.py", node)
+            if base not in mods or base == mod:
+                continue
+            for a in node.names:
+                if f"{base}.{a.name}" in mods:
+                    alias[a.asname or a.name] = f"{base}.{a.name}"
+                elif _is_private(a.name):
+                    found.append(f"{where}: {base}.{a.name}")
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+                continue
+            parts, value = [], node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in alias:
+                target = ".".join([alias[value.id], *reversed(parts)])
+                if target in mods and target != mod and f"{target}.{node.attr}" not in mods:
+                    found.append(f"{where}: {target}.{node.attr}")
+    return sorted(set(found))
+
+
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}

@@ -6,14 +6,16 @@
 * a role (``controller``, ``ingester``, ``worker``, ``reducer``, ``replay``, ``mapping``) is
   used from outside only through its face (the package's ``__init__``), and only along the
   edges in ``ALLOWED``; every other module (``api``, ``helpers``, ``data``, ``middlewares``,
-  ``ops``, ``dump``, ...) uses no role at all.
+  ``ops``, ``dump``, ...) uses no role at all;
+* no module (nor a script under ``bench/`` or ``examples/``) takes a ``_``-prefixed name from
+  another module of the package: a helper used across modules has a plain name.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.import_graph import PACKAGE, cycles, graph
+from tests.import_graph import PACKAGE, cycles, graph, private_imports
 
 #: The role subpackages.
 ROLES = frozenset({"controller", "ingester", "worker", "reducer", "replay", "mapping"})
@@ -114,3 +116,9 @@ def test_every_allowed_edge_is_used() -> None:
     unused = sorted((g, r) for g, rs in ALLOWED.items() for r in rs
                     if g not in ("cli", "local") and (g, r) not in used)
     assert not unused, f"allowed but unused: {unused}"
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    found = private_imports()
+    assert not found, "private names used across modules (give them a plain name):\n" + \
+        "\n".join(found)
