@@ -37,7 +37,10 @@ cdef int _load_classes() except -1:
     return 0
 
 
-class BatchFormatError(ValueError):
+from dranspose_fast.errors import DecodeError
+
+
+class BatchFormatError(DecodeError):
     """The index of a packed batch is inconsistent with its payload (names the check)."""
 
 

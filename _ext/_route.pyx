@@ -62,7 +62,10 @@ cdef inline Py_ssize_t _lowest_bit(uint64_t bits) noexcept nogil:
     return __builtin_ctzll(bits)
 
 
-class RouteError(ValueError):
+from dranspose_fast.errors import UsageError
+
+
+class RouteError(UsageError):
     """Arguments of ``route_pack`` that do not fit together (names the mismatch)."""
 
 

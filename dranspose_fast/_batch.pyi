@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 from typing_extensions import Buffer
 
+from dranspose_fast.errors import DecodeError
+
 _M = TypeVar("_M")
 
 HEADER_SIZE: int
 ENTRY_SIZE: int
 FRAMEREF_SIZE: int
 
-class BatchFormatError(ValueError): ...
+class BatchFormatError(DecodeError): ...
 
 def construct(
     cls: type[_M], values: dict[str, Any], fields_set: frozenset[str] | set[str]

@@ -5,7 +5,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-class RouteError(ValueError): ...
+from dranspose_fast.errors import UsageError
+
+class RouteError(UsageError): ...
 
 def route_pack(
     present: npt.NDArray[np.uint8],

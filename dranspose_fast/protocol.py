@@ -16,6 +16,8 @@ from typing import Annotated, NewType
 from pydantic import UUID4, BaseModel, Field, TypeAdapter, UrlConstraints
 from pydantic_core import Url
 
+from dranspose_fast.errors import DransposeFastError
+
 ZmqUrl = Annotated[Url, UrlConstraints(allowed_schemes=["tcp", "ipc", "inproc"])]
 
 StreamName = NewType("StreamName", str)
@@ -72,7 +74,7 @@ class WorkAssignment(BaseModel):
 WorkAssignmentList: TypeAdapter[list[WorkAssignment]] = TypeAdapter(list[WorkAssignment])
 
 
-class ProtocolException(Exception):
+class ProtocolException(DransposeFastError):
     """0.2's name for a protocol violation; kept so user code that catches it imports."""
 
 

@@ -18,7 +18,7 @@ from pydantic import UUID4, AliasChoices, BaseModel, ConfigDict, Field, Validati
 
 from dranspose_fast import __version__
 from dranspose_fast.controller.scan import counters_of
-from dranspose_fast.errors import DransposeFastError
+from dranspose_fast.errors import DransposeFastError, ServiceError
 from dranspose_fast.parameters import Parameter, ParameterType
 from dranspose_fast.protocol import (
     HashDigest,
@@ -35,7 +35,7 @@ from dranspose_fast.runtime.settings import DistributedSettings
 logger = logging.getLogger("dranspose_fast.controller")
 
 
-class ControllerError(DransposeFastError, RuntimeError):
+class ControllerError(ServiceError):
     """The controller cannot run (e.g. it cannot get the lock)."""
 
 

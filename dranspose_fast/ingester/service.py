@@ -36,6 +36,7 @@ import zmq.asyncio
 from pydantic import BaseModel, Field, model_validator
 
 from dranspose_fast.dump import DumpWriter
+from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
 from dranspose_fast.ingester.sources import (
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 
-class IsSoftwareTriggered(Exception):
+class IsSoftwareTriggered(DransposeFastError):
     """Yield this (class or instance) from ``run_source`` for a software-triggered stream."""
 
 

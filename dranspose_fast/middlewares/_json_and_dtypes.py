@@ -13,6 +13,8 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from dranspose_fast.errors import DecodeError
+
 __all__ = [
     "DTYPES", "DtypeRefused", "JsonRefused", "json_object", "json_value", "plain_dtype", "short",
 ]
@@ -24,11 +26,11 @@ DTYPES: dict[str, np.dtype[Any]] = {}
 _DTYPES_MAX: Final = 256  # names come from the network: the cache must not grow without bound
 
 
-class JsonRefused(ValueError):
+class JsonRefused(DecodeError):
     """A frame that is no JSON; the message reads after "frame N is ..." (``a list, ...``)."""
 
 
-class DtypeRefused(ValueError):
+class DtypeRefused(DecodeError):
     """A dtype name refused; the message reads after "field 'type' = 'x' ..."."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from dranspose_fast.errors import ServiceError
 from dranspose_fast.protocol import HashDigest
 from dranspose_fast.replay.dispatch import Dispatcher, Streams
 from dranspose_fast.replay.pacing import Pacing, Progress
@@ -36,7 +37,7 @@ BATCH_EVENTS = 64
 START_TIMEOUT = 60.0
 
 
-class PoolError(RuntimeError):
+class PoolError(ServiceError):
     """A worker process died or did not start; the message names it."""
 
 

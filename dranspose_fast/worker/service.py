@@ -48,7 +48,7 @@ import msgspec
 import redis
 import zmq
 
-from dranspose_fast.errors import ClassLoadError
+from dranspose_fast.errors import ClassLoadError, DransposeFastError
 from dranspose_fast.event import EventData
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import IngesterState
@@ -84,7 +84,7 @@ from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
 __all__ = ["RedisException", "Worker", "WorkerServiceState"]
 
 
-class RedisException(Exception):
+class RedisException(DransposeFastError):
     """0.2's name (it never raised it either); kept so user code that catches it imports."""
 
 #: Errors a malformed event batch can raise while it is decoded.
