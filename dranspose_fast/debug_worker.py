@@ -27,7 +27,9 @@ from dranspose_fast.protocol import StreamName, WorkerTag
 from dranspose_fast.runtime.settings import WorkerSettings
 from dranspose_fast.worker import Worker
 
-__all__ = ["BUFFER_SIZE", "DebugWorker", "DebugWorkerSettings", "create_app", "run"]
+__all__ = [
+    "BUFFER_SIZE", "DEBUG_TAG", "DebugWorker", "DebugWorkerSettings", "app", "create_app", "run",
+]
 
 #: Events the ring buffer holds (0.2: 50).
 BUFFER_SIZE = 50

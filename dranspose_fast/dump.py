@@ -52,6 +52,7 @@ from dranspose_fast.event import (
 __all__ = [
     "COPY_THRESHOLD",
     "DumpWriter",
+    "PathLike",
     "encode_record",
     "get_internals",
     "read_dump",
@@ -64,9 +65,9 @@ _Reader = gzip.GzipFile | io.BufferedReader
 #: Frames of at least this many bytes are handed out as zero-copy ``zmq.Frame`` views.
 COPY_THRESHOLD: Final[int] = zmq.COPY_THRESHOLD
 #: Decompressed bytes per chunk of a ``.gz`` dump (grown for records larger than a quarter).
-GZ_CHUNK: Final[int] = 16 << 20
+_GZ_CHUNK: Final[int] = 16 << 20
 #: First bytes of a record: the self-described CBOR tag 55799.
-CBOR_MAGIC: Final[bytes] = b"\xd9\xd9\xf7"
+_CBOR_MAGIC: Final[bytes] = b"\xd9\xd9\xf7"
 
 _WHY_TEXT: Final[dict[int, str]] = {
     Why.WHY_SELF_TAG: "expected tag 55799",
@@ -126,7 +127,7 @@ def read_dump(path: PathLike) -> Iterator[InternalWorkerMessage]:
     fh: _Reader = gzip.open(name, "rb") if compressed else open(name, "rb")
     try:
         stem = name[:-3] if compressed else name
-        if stem.endswith(".pkls") and _peek(fh, len(CBOR_MAGIC)) != CBOR_MAGIC:
+        if stem.endswith(".pkls") and _peek(fh, len(_CBOR_MAGIC)) != _CBOR_MAGIC:
             return _read_pickles(fh, name)
         if not compressed:
             mapped = _map_file(fh)
@@ -202,7 +203,7 @@ class _Scanner:
 
     def records_of_stream(self, fh: _Reader) -> Iterator[InternalWorkerMessage]:
         with fh:
-            cap = GZ_CHUNK
+            cap = _GZ_CHUNK
             buf = mmap.mmap(-1, cap)  # anonymous: freed when the last frame view goes
             view = memoryview(buf)
             base = pos = fill = 0  # base: stream offset of buf[0]

@@ -1,9 +1,12 @@
 """Data containers users see: StreamData, EventData, InternalWorkerMessage, ResultData.
 
 They are the dranspose 0.2 pydantic models, so user code that builds or inspects them keeps
-working.  The framework itself never validates them per event: the ``_make_*`` helpers build
+working.  The framework itself never validates them per event: the ``make_*`` helpers build
 instances directly from values that compiled code already checked (pydantic's
-``model_construct`` does the same, only slower).
+``model_construct`` does the same, only slower).  They are the package's own (not in
+``__all__``): they live here, beside the classes whose fields they fill, because this module
+uses them itself (``get_bytes``, ``from_internals``, the CBOR tag hook), so a home elsewhere
+would import back into this module.
 
 Frames are ``bytes`` below ``zmq.COPY_THRESHOLD`` (64 KiB) and zero-copy ``zmq.Frame`` views at
 and above it, live and in replay alike, so ``isinstance(f, zmq.Frame)`` checks written for
@@ -20,6 +23,11 @@ from cbor2 import CBORTag
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from dranspose_fast.protocol import EventNumber, HashDigest, StreamName, WorkerName
+
+__all__ = [
+    "TAG_INTERNAL_MESSAGE", "TAG_SELF_DESCRIBED", "TAG_STREAM_DATA", "EventData", "Frame",
+    "InternalWorkerMessage", "ResultData", "StreamData", "message_encoder", "message_tag_hook",
+]
 
 Frame = zmq.Frame | bytes
 

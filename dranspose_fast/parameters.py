@@ -18,6 +18,12 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from dranspose_fast.errors import ParameterFileError
 from dranspose_fast.protocol import ParameterName, WorkParameter
 
+__all__ = [
+    "BinaryParameter", "BoolParameter", "FloatParameter", "IntParameter", "Parameter",
+    "ParameterBase", "ParameterList", "ParameterType", "StrParameter",
+    "dump_parameter_file", "load_parameter_file",
+]
+
 
 class ParameterBase(BaseModel):
     name: ParameterName

@@ -291,7 +291,7 @@ def test_gz_streams_over_chunk_boundaries(
     ]  # fmt: skip
     path = tmp_path / "d.cbors.gz"
     write_dump(path, msgs)
-    monkeypatch.setattr(dump, "GZ_CHUNK", chunk)
+    monkeypatch.setattr(dump, "_GZ_CHUNK", chunk)
     got = list(read_dump(path))
     assert content(got) == content(msgs) and len(got) == 12
     assert all(isinstance(f, zmq.Frame) for m in got for f in m.streams["b"].frames)
@@ -304,7 +304,7 @@ def test_gz_truncated_reports_decompressed_offset(
     cut = sum(len(r) for r in records[:4]) + 100
     path = tmp_path / "t.cbors.gz"
     path.write_bytes(gzip.compress(b"".join(records)[:cut]))
-    monkeypatch.setattr(dump, "GZ_CHUNK", 700)
+    monkeypatch.setattr(dump, "_GZ_CHUNK", 700)
     reader = read_dump(path)
     assert [next(reader).event_number for _ in range(4)] == [0, 1, 2, 3]
     offset = sum(len(r) for r in records[:4])
@@ -319,7 +319,7 @@ def test_unmappable_files_are_streamed(tmp_path: Path, monkeypatch: pytest.Monke
     # The path taken when mmap fails (e.g. some FUSE file systems): same records.
     path = tmp_path / "s.cbors"
     write_dump(path, [msg(i, {"s": ("t", [bytes(100 * i), bytes(70_000)])}) for i in range(9)])
-    monkeypatch.setattr(dump, "GZ_CHUNK", 500)
+    monkeypatch.setattr(dump, "_GZ_CHUNK", 500)
     streamed = list(dump._Scanner(str(path)).records_of_stream(open(path, "rb")))
     assert content(streamed) == content(read_dump(path))
 
@@ -420,7 +420,7 @@ def test_fallback_records_then_fast_path_again(
     data = fast0 + tag1 + indef + unknown + extra + huge + fast3
     path = tmp_path / ("f.cbors.gz" if gz_chunk else "f.cbors")
     path.write_bytes(gzip.compress(data) if gz_chunk else data)
-    monkeypatch.setattr(dump, "GZ_CHUNK", gz_chunk or dump.GZ_CHUNK)
+    monkeypatch.setattr(dump, "_GZ_CHUNK", gz_chunk or dump._GZ_CHUNK)
     got = list(read_dump(path))
     assert [m.event_number for m in got] == [0, 1, 2, 4, 5, 2**64 + 5, 3]
     assert got[1].created_at == epoch

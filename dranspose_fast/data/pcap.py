@@ -32,7 +32,7 @@ __all__ = [
     "PCAPStart",
 ]
 
-TYP = "PCAP"
+_TYP = "PCAP"
 
 
 class PCAPDecodeError(DecodeError):
@@ -47,7 +47,7 @@ class PCAPBase(BaseModel):
 
     def to_stream_data(self) -> StreamData:
         """The message as the PandA device sends it: one JSON frame, ``typ="PCAP"``."""
-        return make_stream_data(TYP, [self.model_dump_json().encode()])
+        return make_stream_data(_TYP, [self.model_dump_json().encode()])
 
 
 class PCAPStart(PCAPBase):

@@ -30,7 +30,7 @@ __all__ = [
     "PositionCapValues",
 ]
 
-TYP = "PCAP_RAW"
+_TYP = "PCAP_RAW"
 
 #: Field types whose values are read as ``int`` (dranspose 0.2 knew ``uint32`` only).
 INTEGER_TYPES = frozenset({"uint32", "int32", "uint64", "int64"})
@@ -85,7 +85,7 @@ class PositionCapStart(BaseModel):
         for field in fields:
             block, _, capture = field.name.rpartition(".")
             lines.append(f" {block} {field.type} {capture}")
-        return make_stream_data(TYP, [("\n".join(lines) + "\n").encode()])
+        return make_stream_data(_TYP, [("\n".join(lines) + "\n").encode()])
 
 
 class PositionCapValues(BaseModel):
@@ -96,7 +96,7 @@ class PositionCapValues(BaseModel):
     def to_stream_data(self) -> StreamData:
         """The row as the PandA sends it: the values, space-separated."""
         line = " " + " ".join(str(f.value) for f in self.fields.values()) + "\n"
-        return make_stream_data(TYP, [line.encode()])
+        return make_stream_data(_TYP, [line.encode()])
 
 
 class PositionCapEnd(BaseModel):
@@ -104,7 +104,7 @@ class PositionCapEnd(BaseModel):
 
     def to_stream_data(self) -> StreamData:
         """An ``END`` line (the PandA sends the row count and the reason)."""
-        return make_stream_data(TYP, [b"END 0 Disarmed\n"])
+        return make_stream_data(_TYP, [b"END 0 Disarmed\n"])
 
 
 PositionCapPacketType = PositionCapStart | PositionCapValues | PositionCapEnd

@@ -43,16 +43,16 @@ from dranspose_fast.protocol import StreamName
 from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
-    "HttpSardanaIngester", "HttpSardanaSettings", "TYP", "app", "lifespan", "post_custom_data",
+    "HttpSardanaIngester", "HttpSardanaSettings", "app", "lifespan", "post_custom_data",
     "post_data_desc", "post_record_data", "post_record_end", "sardana_ingester",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``StreamData.typ`` of the forwarded messages (dranspose 0.2's).
-TYP = "sardana"
+_TYP = "sardana"
 
-Inbox = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[SardanaPacketType]"]
+_Inbox = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[SardanaPacketType]"]
 
 
 class HttpSardanaSettings(IngesterSettings):
@@ -69,7 +69,7 @@ class HttpSardanaIngester(Ingester):
         self._http_sardana_settings = settings
         super().__init__(settings=settings)
         #: One queue per stream of the running scan, owned by the source loop.
-        self._inboxes: dict[StreamName, Inbox] = {}
+        self._inboxes: dict[StreamName, _Inbox] = {}
         self._inbox_lock = threading.Lock()
         #: Posts that arrived with no scan running (written by the HTTP loop only).
         self._dropped_without_scan = 0
@@ -146,7 +146,7 @@ class HttpSardanaIngester(Ingester):
 
 
 def _frame(packet: SardanaPacketType) -> StreamData:
-    return make_stream_data(TYP, [packet.model_dump_json().encode("utf8")])
+    return make_stream_data(_TYP, [packet.model_dump_json().encode("utf8")])
 
 
 # === the HTTP app ===

@@ -42,12 +42,12 @@ from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = ["PositionCapFramer", "TcpPcapIngester", "TcpPcapSettings"]
 
-TYP: Final = "PCAP_RAW"
+_TYP: Final = "PCAP_RAW"
 _ARM: Final = b"arm_time: "
 #: Lines a header may have before it is given up as garbage.
-MAX_HEADER_LINES: Final[int] = 4096
+_MAX_HEADER_LINES: Final[int] = 4096
 #: Longest line read from the data port (asyncio's stream limit).
-MAX_LINE_BYTES: Final[int] = 1 << 20
+_MAX_LINE_BYTES: Final[int] = 1 << 20
 
 
 class TcpPcapSettings(UpstreamSettings):
@@ -80,7 +80,7 @@ class PositionCapFramer(Framer):
     blank line; rows must have as many values as the header has fields.
     """
 
-    typ: ClassVar[str] = TYP
+    typ: ClassVar[str] = _TYP
 
     def __init__(self) -> None:
         self.skipped = 0
@@ -97,9 +97,9 @@ class PositionCapFramer(Framer):
             assert self._header is not None
             self._header.append(line)
             if line.strip():
-                if len(self._header) >= MAX_HEADER_LINES:
+                if len(self._header) >= _MAX_HEADER_LINES:
                     self.reset()
-                    raise FrameError("header", f"no blank line within {MAX_HEADER_LINES} lines")
+                    raise FrameError("header", f"no blank line within {_MAX_HEADER_LINES} lines")
                 return ()
             header = self._header
             self.reset()
@@ -180,7 +180,7 @@ class TcpPcapIngester(Ingester):
                         line = await reader.readline()
                     except ValueError:  # longer than the stream limit
                         counters.malformed += 1
-                        problems.report(received + 1, f"a line over {MAX_LINE_BYTES} bytes")
+                        problems.report(received + 1, f"a line over {_MAX_LINE_BYTES} bytes")
                         break
                     except OSError as exc:
                         counters.source_errors += 1
@@ -200,7 +200,7 @@ class TcpPcapIngester(Ingester):
                         continue
                     counters.discarded_outside_scan += framer.skipped - skipped
                     for _kind, out in framed:
-                        yield make_stream_data(TYP, out)
+                        yield make_stream_data(_TYP, out)
             finally:
                 self._drop(stream, writer)
             await asyncio.sleep(cfg.upstream_reconnect_interval)
@@ -212,7 +212,7 @@ class TcpPcapIngester(Ingester):
         where = f"{host}:{port}"
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=MAX_LINE_BYTES), timeout)
+                asyncio.open_connection(host, port, limit=_MAX_LINE_BYTES), timeout)
         except OSError as exc:  # refused, unreachable, timed out
             self._source_counters.source_errors += 1
             retries.report(f"cannot connect to PandA at {where}: {exc!r}")

@@ -38,13 +38,13 @@ __all__ = [
     "EigerLegacyFramer", "ZmqPullEigerLegacyIngester", "ZmqPullEigerLegacySettings",
 ]
 
-TYP: Final = "EIGER_LEGACY"
+_TYP: Final = "EIGER_LEGACY"
 
 
 class EigerLegacyFramer(Framer):
     """One message is one event message; its kind comes from ``htype`` in part 1."""
 
-    typ: ClassVar[str] = TYP
+    typ: ClassVar[str] = _TYP
 
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if not frames:

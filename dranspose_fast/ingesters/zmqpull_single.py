@@ -25,7 +25,7 @@ from dranspose_fast.protocol import StreamName
 
 __all__ = ["StinsSource", "ZmqPullSingleIngester", "ZmqPullSingleSettings", "classify_stins"]
 
-TYP: Final = "STINS"
+_TYP: Final = "STINS"
 
 
 class _Htype(msgspec.Struct):
@@ -53,7 +53,7 @@ class ZmqPullSingleSettings(UpstreamSettings):
 class StinsSource(UpstreamSource):
     """A STINS upstream: series-phased, classified by ``htype``."""
 
-    typ = TYP
+    typ = _TYP
     series = True
 
     def classify(self, frames: list[zmq.Frame]) -> int:
@@ -96,11 +96,11 @@ class ZmqPullSingleIngester(Ingester):
                 self.log.warning("stream %s: dropped a malformed STINS message", stream)
             elif not started and kind == START:
                 started = True
-                yield make_stream_data(TYP, frames)
+                yield make_stream_data(_TYP, frames)
             elif started and kind == DATA:
-                yield make_stream_data(TYP, frames)
+                yield make_stream_data(_TYP, frames)
             elif started and kind == END:
-                yield make_stream_data(TYP, frames)
+                yield make_stream_data(_TYP, frames)
                 break
             else:
                 counters.discarded_outside_scan += 1

@@ -33,7 +33,7 @@ from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 
 __all__ = ["AlbaemFramer", "ZmqSubAlbaemIngester", "ZmqSubAlbaemSettings"]
 
-TYP: Final = "albaem"
+_TYP: Final = "albaem"
 _KINDS: Final = {"data": DATA, "series-start": START, "series-end": END}
 _MODELS: Final[dict[str, type[AlbaemBase]]] = {
     "data": AlbaemData, "series-start": AlbaemStart, "series-end": AlbaemEnd,
@@ -43,7 +43,7 @@ _MODELS: Final[dict[str, type[AlbaemBase]]] = {
 class AlbaemFramer(Framer):
     """One message is one event message; its kind comes from ``message_type``."""
 
-    typ: ClassVar[str] = TYP
+    typ: ClassVar[str] = _TYP
 
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if not frames:

@@ -37,14 +37,14 @@ from dranspose_fast.middlewares.xspress import data_nbytes, decode_header
 
 __all__ = ["XspressFramer", "ZmqSubXspressIngester", "ZmqSubXspressSettings"]
 
-TYP: Final = "xspress"
+_TYP: Final = "xspress"
 _NOTHING: Final[tuple[Framed, ...]] = ()
 
 
 class XspressFramer(Framer):
     """Xspress3 rules: single-part start/end, images in one message or three in a row."""
 
-    typ: ClassVar[str] = TYP
+    typ: ClassVar[str] = _TYP
 
     def __init__(self) -> None:
         # Frames of a legacy image collected so far (its header, then its data), or None.

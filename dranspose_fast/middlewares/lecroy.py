@@ -56,7 +56,7 @@ _PREPARE_FIELDS: Final = frozenset({"frame", "htype", "what"})
 _END_FIELDS: Final = frozenset({"frame", "frames", "what"})
 _TRACE_FIELDS: Final = frozenset(
     {"frame", "htype", "ch", "ts", "shape", "dtype", "horiz_offset", "horiz_interval"})
-B = TypeVar("B", bound=LecroyBase)
+_B = TypeVar("_B", bound=LecroyBase)
 
 
 class LecroyDecodeError(DecodeError):
@@ -203,8 +203,8 @@ def decode_header(frame: Any, index: int = 0) -> LecroyBase:
     return _validated(raw, index)
 
 
-def _model(cls: type[B], obj: dict[str, Any], names: frozenset[str],
-           what: WhatEnum | None = None) -> B:
+def _model(cls: type[_B], obj: dict[str, Any], names: frozenset[str],
+           what: WhatEnum | None = None) -> _B:
     """``cls`` from checked values, fields in declaration order, undeclared keys dropped."""
     fields = {name: obj[name] for name in cls.model_fields if name in names}
     if what is not None:

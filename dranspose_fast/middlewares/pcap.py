@@ -27,7 +27,7 @@ from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 
 __all__ = ["PCAPDecodeError", "parse"]
 
-TYP: Final = "PCAP"
+_TYP: Final = "PCAP"
 _DATA_FIELDS: Final = frozenset({"message_id", "version", "message_type", "frame_number"})
 _END_FIELDS: Final = frozenset({"message_id", "version", "message_type"})
 _KNOWN_TYPES: Final = ("series-start", "data", "series-end")
@@ -53,12 +53,12 @@ def parse(data: StreamData) -> PCAPStart | PCAPData | PCAPEnd:
         position), a JSON value that is not an object, an unknown ``message_type``, or a
         missing or mistyped field.
     """
-    if data.typ != TYP:
+    if data.typ != _TYP:
         raise PCAPDecodeError(f"PCAP parse got StreamData of typ {data.typ!r}, expected 'PCAP'")
     frames = data.frames
     if len(frames) != 1:
         raise PCAPDecodeError(f"PCAP message has {len(frames)} frames, expected 1 (JSON)")
-    return packet_of(decode_object(frames[0]))
+    return _packet_of(decode_object(frames[0]))
 
 
 def decode_object(frame: Any) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def decode_object(frame: Any) -> dict[str, Any]:
         raise PCAPDecodeError(f"PCAP frame 0 is {exc}") from None
 
 
-def packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:
+def _packet_of(msg: dict[str, Any]) -> PCAPStart | PCAPData | PCAPEnd:
     """The model of a decoded message (the dict is consumed: it may become the model's)."""
     kind = msg.get("message_type")
     if kind == "data":

@@ -32,7 +32,7 @@ from dranspose_fast.event import StreamData
 
 __all__ = ["PositionCapDecodeError", "PositioncapParser"]
 
-TYP: Final = "PCAP_RAW"
+_TYP: Final = "PCAP_RAW"
 _ARM: Final = "arm_time: "
 _Convert = Callable[[str], int | float]
 _FIELD_SET: Final = frozenset({"name", "type", "value"})
@@ -76,7 +76,7 @@ class PositioncapParser:
             before any header, a value count that differs from the header's, or a value that
             is not a number of its field's type.
         """
-        if data.typ != TYP:
+        if data.typ != _TYP:
             raise PositionCapDecodeError(
                 f"position capture parse got StreamData of typ {data.typ!r}, expected 'PCAP_RAW'")
         frames = data.frames

@@ -47,7 +47,7 @@ _END_FIELDS = frozenset({"msg_number", "htype"})
 # Both compressed formats open with a big-endian u64 uncompressed size and u32 block size.
 _CODEC_HEADER = struct.Struct(">QI")
 _decompress: Callable[..., bytes] | None = None
-M = TypeVar("M", bound=Stream1)
+_M = TypeVar("_M", bound=Stream1)
 
 
 def parse(data: StreamData) -> Stream1PacketType:
@@ -172,7 +172,7 @@ def _coerced(header: dict[str, Any]) -> dict[str, Any]:
     return {**checked.__dict__, **(checked.__pydantic_extra__ or {})}
 
 
-def _validated(cls: type[M], header: dict[str, Any]) -> M:
+def _validated(cls: type[_M], header: dict[str, Any]) -> _M:
     """The pydantic (lax, dranspose 0.2) path, with errors that name the field."""
     try:
         return cls.model_validate(header)

@@ -39,7 +39,7 @@ from dranspose_fast.middlewares._json_and_dtypes import DTYPES, DtypeRefused, pl
 
 __all__ = ["XspressDecodeError", "data_nbytes", "decode_header", "parse"]
 
-TYP: Final = "xspress"
+_TYP: Final = "xspress"
 _json_decode = msgspec.json.decode
 _START_ORDER: Final = ("htype", "filename")
 _IMAGE_ORDER: Final = ("htype", "frame", "shape", "exptime", "type", "compression")
@@ -47,7 +47,7 @@ _START_FIELDS: Final = frozenset(_START_ORDER)
 _IMAGE_FIELDS: Final = frozenset(_IMAGE_ORDER)
 _END_FIELDS: Final = frozenset({"htype"})
 _HTYPES: Final = ("header", "image", "series_end")
-M = TypeVar("M", bound=XspressBase)
+_M = TypeVar("_M", bound=XspressBase)
 
 
 def parse(data: StreamData) -> XspressStart | XspressImage | XspressEnd:
@@ -74,7 +74,7 @@ def parse(data: StreamData) -> XspressStart | XspressImage | XspressEnd:
         does not match ``shape`` and ``type``, or a metadata pickle that is corrupt, not a
         list, or names classes other than plain data.
     """
-    if data.typ != TYP:
+    if data.typ != _TYP:
         raise XspressDecodeError(
             f"Xspress3 parse got StreamData of typ {data.typ!r}, expected 'xspress'", "typ")
     frames = data.frames
@@ -224,7 +224,7 @@ def _where(header: dict[str, Any]) -> str:
     return f"Xspress3 image frame={short(header.get('frame'))}"
 
 
-def _validated(cls: type[M], header: dict[str, Any]) -> M:
+def _validated(cls: type[_M], header: dict[str, Any]) -> _M:
     """The pydantic (lax, dranspose 0.2) path, with errors that name the field."""
     try:
         return cls.model_validate(header)

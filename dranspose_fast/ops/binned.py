@@ -12,7 +12,7 @@ import numpy.typing as npt
 from dranspose_fast.ops import _kernels
 from dranspose_fast.ops._common import OpsError, real_array, shape_tuple, writable_f64
 
-__all__ = ["BinnedMap"]
+__all__ = ["BinnedMap", "Range"]
 
 Range = tuple[float, float]
 
