@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Final
 import redis
 import zmq
 import zmq.asyncio
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
@@ -43,6 +43,7 @@ from dranspose_fast.ingester.sources import (
     SOURCE_TIMEOUT,
     Counters,
     GeneratorSource,
+    IngesterCounters,
     Source,
     SourceRunner,
     UpstreamSource,
@@ -70,23 +71,6 @@ __all__ = [
 
 class IsSoftwareTriggered(DransposeFastError):
     """Yield this (class or instance) from ``run_source`` for a software-triggered stream."""
-
-
-class IngesterCounters(BaseModel):
-    """The published counters (see ``sources.Counters`` for their meaning)."""
-
-    forwarded: int = 0
-    discarded_by_map: int = 0
-    discarded_outside_scan: int = 0
-    malformed: int = 0
-    queued_for_absent_workers: int = 0
-    dropped_for_absent_workers: int = 0
-    events_routed: int = 0
-    bad_assignments: int = 0
-    bad_worker_messages: int = 0
-    dumped: int = 0
-    dump_errors: int = 0
-    source_errors: int = 0
 
 
 class IngesterStatus(IngesterState):

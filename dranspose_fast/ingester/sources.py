@@ -10,7 +10,8 @@
 * ``GeneratorSource`` / ``SourceRunner`` run the 0.2 extension API: ``run_source`` async
   generators in an asyncio loop in their own thread, pulled on demand (one item per assigned
   cell, plus one read ahead so the upstream opens when the mapping starts).
-* ``Counters``: what happened to every message, one writer thread per instance.
+* ``Counters``: what happened to every message, one writer thread per instance (and
+  ``IngesterCounters``, the published sum).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
 import zmq
@@ -30,8 +32,8 @@ from dranspose_fast.protocol import StreamName
 
 __all__ = [
     "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
-    "Counters", "GeneratorSource", "Source", "SourceOwner", "SourceRunner", "UpstreamSource",
-    "Waker",
+    "Counters", "GeneratorSource", "IngesterCounters", "Source", "SourceOwner", "SourceRunner",
+    "UpstreamSource", "Waker",
 ]
 
 #: Seconds to wait for user sources to start or stop before giving up (logged).
@@ -54,45 +56,47 @@ DONE: Final = 3
 
 
 
+@dataclass(slots=True)
 class Counters:
-    """What the ingester did with every message and event (published in its state).
+    """What the ingester did with every message and event: the one declaration of them.
 
     Each instance has one writer thread; the ingester sums the data loop's and the source
-    thread's instances when it publishes.
+    thread's instances and publishes the sum as ``IngesterCounters`` in its state.
     """
 
-    __slots__ = (
-        "bad_assignments", "bad_worker_messages", "discarded_by_map",
-        "discarded_outside_scan", "dropped_for_absent_workers", "dump_errors", "dumped",
-        "events_routed", "forwarded", "malformed", "source_errors",
-    )
-    #: Assignment batches or cells that could not be used (wrong shape, free worker slot).
-    bad_assignments: int
-    #: Messages on the ROUTER that are not a worker hello.
-    bad_worker_messages: int
-    #: Upstream messages consumed for a ``[]`` cell and sent nowhere.
-    discarded_by_map: int
-    #: Upstream messages dropped outside a scan (before a series start, after its end).
-    discarded_outside_scan: int
-    #: Events dropped from the queue of a worker that stayed unreachable (logged as errors).
-    dropped_for_absent_workers: int
-    dump_errors: int
-    dumped: int
-    #: Events (rows with at least one of our streams) handled.
-    events_routed: int
     #: Upstream messages sent to at least one worker.
-    forwarded: int
+    forwarded: int = 0
+    #: Upstream messages consumed for a ``[]`` cell and sent nowhere.
+    discarded_by_map: int = 0
+    #: Upstream messages dropped outside a scan (before a series start, after its end).
+    discarded_outside_scan: int = 0
     #: Upstream messages that could not be classified, dropped with a log line.
-    malformed: int
+    malformed: int = 0
+    #: Events dropped from the queue of a worker that stayed unreachable (logged as errors).
+    dropped_for_absent_workers: int = 0
+    #: Events (rows with at least one of our streams) handled.
+    events_routed: int = 0
+    #: Assignment batches or cells that could not be used (wrong shape, free worker slot).
+    bad_assignments: int = 0
+    #: Messages on the ROUTER that are not a worker hello.
+    bad_worker_messages: int = 0
+    #: Events written to the scan's dump.
+    dumped: int = 0
+    #: Dumps that could not be opened, written or closed.
+    dump_errors: int = 0
     #: Exceptions raised by user source code (``run_source``, ``software_trigger``).
-    source_errors: int
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    source_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class IngesterCounters(Counters):
+    """The published counters: ``Counters`` summed, plus the events queued right now."""
+
+    #: Events queued for workers that are not reachable (a gauge, not a total).
+    queued_for_absent_workers: int = 0
 
 
 def log_sparsely(log: logging.Logger, count: int, msg: str, *args: object) -> None:
