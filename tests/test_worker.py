@@ -35,9 +35,10 @@ from dranspose_fast.runtime.redis_messages import (
     credit_decoder,
 )
 from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.runtime.tick import RedisTickClock
 from dranspose_fast.runtime.usercode import decode_payload
 from dranspose_fast.worker import Worker
-from dranspose_fast.worker.parts import Assembler, RedisTickClock, events_for
+from dranspose_fast.worker.parts import Assembler, events_for
 from tests.conftest import wait_for
 
 # === user classes (loaded by name, as a deployment would) ===

@@ -24,8 +24,8 @@ from dranspose_fast.replay.dispatch import Dispatcher, Streams
 from dranspose_fast.replay.pacing import Pacing, Progress
 from dranspose_fast.replay.report import ReplayReport
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.tick import new_shared_tick
 from dranspose_fast.runtime.usercode import Parameters, ReducerHost, decode_payload
-from dranspose_fast.worker import new_shared_tick
 
 logger = logging.getLogger(__name__)
 

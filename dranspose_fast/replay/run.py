@@ -1,6 +1,6 @@
 """Replay: run worker and reducer classes on recorded streams, without Redis or a network.
 
-This is the embedded default (reference §3.1).  Differences from dranspose 0.2, on purpose:
+This is 0.2's ``dranspose replay``, the way to run classes without a cluster.  Differences from dranspose 0.2, on purpose:
 
 * streams of several files are merged by event number and a file that ends early does **not**
   end the replay: the other files play on;
@@ -37,10 +37,10 @@ from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState, WorkP
 from dranspose_fast.replay.dispatch import Dispatcher, MapDispatcher, SpreadDispatcher
 from dranspose_fast.replay.pacing import Pacing, Progress, progress_bar
 from dranspose_fast.replay.report import ReplayReport
+from dranspose_fast.runtime.tick import TickClock
 from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
-    TickClock,
     WorkerHost,
     apply_descriptions,
     decode_payload,

@@ -5,6 +5,7 @@
 * ``settings``: the settings of every component, from the environment;
 * ``redis_messages``: the Redis keys and the messages written to them;
 * ``dataplane``: the ZeroMQ messages between ingesters, workers and the reducer;
+* ``tick``: the tick clock of ``process_event(event, parameters, tick)``, local or shared;
 * ``heap``: malloc and garbage-collector settings for processes that move large frames;
 * ``usercode``: the hosting of user classes (workers, reducers, their parameters).
 """

@@ -16,7 +16,6 @@ import inspect
 import logging
 import pickle
 import threading
-import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 from dranspose_fast.event import EventData, ResultData, make_result
 from dranspose_fast.parameters import ParameterBase
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
+from dranspose_fast.runtime.tick import TickClock
 
 logger = logging.getLogger(__name__)
 
@@ -84,22 +84,6 @@ def apply_descriptions(
             default = desc.default  # type: ignore[attr-defined]
             out[name] = WorkParameter(name=name, value=default, data=desc.to_bytes(default))
     return out
-
-
-class TickClock:
-    """The replay's stand-in for the distributed tick: one tick per interval, across workers."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def claim(self, interval: float) -> bool:
-        now = time.time()
-        with self._lock:
-            if self._last + interval < now:
-                self._last = now
-                return True
-        return False
 
 
 @dataclass

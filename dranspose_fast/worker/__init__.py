@@ -1,7 +1,7 @@
 """The worker role: dranspose 0.2's ``dranspose.worker`` (``Worker``, ``WorkerSettings``, ...).
 
 * ``service``: the networked ``Worker`` (sockets, threads, Redis);
-* ``parts``: its pieces that hold no sockets and no threads (assembly, tick, peer discovery);
+* ``parts``: its pieces that hold no sockets and no threads (assembly, peer discovery);
 * ``peers``: its ZeroMQ links to the ingesters and the reducer;
 * ``replay_process``: the worker process a replay runs (``replay --processes``).
 """
@@ -16,7 +16,6 @@ from dranspose_fast.worker.replay_process import (
     HELLO,
     PARAMETERS,
     BatchWorker,
-    SharedTickClock,
     new_shared_tick,
     run_pool_worker,
 )
@@ -24,6 +23,6 @@ from dranspose_fast.worker.service import RedisException, Worker, WorkerServiceS
 
 __all__ = [
     "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker", "RedisException",
-    "SharedTickClock", "Worker", "WorkerServiceState", "WorkerSettings", "new_shared_tick",
+    "Worker", "WorkerServiceState", "WorkerSettings", "new_shared_tick",
     "random_worker_name", "run_pool_worker",
 ]

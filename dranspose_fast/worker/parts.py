@@ -1,13 +1,12 @@
 """Pieces of the networked worker that hold no sockets and no threads.
 
-Event assembly, the distributed tick, reading the configs the worker discovers its peers
+Event assembly, reading the configs the worker discovers its peers
 from, and picking this worker's events out of an assignment batch. ``service.Worker``
 wires them to ZeroMQ and Redis; here they are plain objects, tested on their own.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +18,10 @@ from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, Keys
-from dranspose_fast.runtime.usercode import TickClock, WorkerHost
+from dranspose_fast.runtime.usercode import WorkerHost
 
 __all__ = [
-    "Assembler", "NoClass", "PartialEvent", "RedisTickClock", "ScanState", "ServiceCounters",
+    "Assembler", "NoClass", "PartialEvent", "ScanState", "ServiceCounters",
     "WorkerServiceState", "events_for",
     "read_ingesters", "read_reducer",
 ]
@@ -121,33 +120,6 @@ class ScanState:
     processed: int = 0
     results: int = 0
     out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
-
-
-class RedisTickClock(TickClock):
-    """The distributed tick: ``SET key NX PX`` wins it; a loser caches the key's PTTL."""
-
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        super().__init__()
-        self.client = client
-        self.key = key
-        self._quiet_until = 0.0
-
-    def claim(self, interval: float) -> bool:
-        now = time.monotonic()
-        if now < self._quiet_until:
-            return False
-        ms = max(1, int(interval * 1000))
-        try:
-            if self.client.set(self.key, b"1", nx=True, px=ms):
-                self._quiet_until = now + ms / 1000
-                return True
-            ttl = int(self.client.pttl(self.key))
-        except redis.RedisError:
-            self._quiet_until = now + ms / 1000
-            return False
-        # -2: the key just expired (ask again next event); -1 cannot happen with PX.
-        self._quiet_until = now + (ms if ttl == -1 else max(ttl, 0)) / 1000
-        return False
 
 
 def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]] | None:

@@ -9,9 +9,7 @@ The networked worker is ``dranspose_fast.worker.service``.
 from __future__ import annotations
 
 import logging
-import multiprocessing.sharedctypes
 import pickle
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,10 +19,11 @@ from dranspose_fast import _batch
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.protocol import WorkerName, WorkerState
 from dranspose_fast.runtime import dataplane
-from dranspose_fast.runtime.usercode import Parameters, TickClock, WorkerHost, encode_payload
+from dranspose_fast.runtime.tick import TickClock, new_shared_tick
+from dranspose_fast.runtime.usercode import Parameters, WorkerHost, encode_payload
 
 __all__ = [
-    "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker", "SharedTickClock",
+    "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker",
     "new_shared_tick", "run_pool_worker",
 ]
 
@@ -74,26 +73,6 @@ class BatchWorker:
         )
 
 
-class SharedTickClock(TickClock):
-    """The tick clock shared by worker processes: a double in shared memory."""
-
-    def __init__(self, last: Any) -> None:
-        super().__init__()
-        self._shared = last
-
-    def claim(self, interval: float) -> bool:
-        now = time.time()
-        with self._shared.get_lock():
-            if self._shared.value + interval < now:
-                self._shared.value = now
-                return True
-        return False
-
-
-def new_shared_tick() -> Any:
-    return multiprocessing.get_context("spawn").Value("d", 0.0)
-
-
 def run_pool_worker(
     wclass: str, name: str, url: str, parameters_blob: bytes, shared_tick: Any
 ) -> None:
@@ -102,7 +81,7 @@ def run_pool_worker(
     parameters: Parameters = pickle.loads(parameters_blob)
     host = WorkerHost(
         import_class(wclass), name, parameters, context={},
-        state=WorkerState(name=WorkerName(name)), clock=SharedTickClock(shared_tick),
+        state=WorkerState(name=WorkerName(name)), clock=TickClock(shared_tick),
     )
     worker = BatchWorker(host)
     ctx = zmq.Context()

@@ -63,6 +63,7 @@ from dranspose_fast.runtime.redis_messages import (
 )
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import WorkerSettings
+from dranspose_fast.runtime.tick import RedisTickClock
 from dranspose_fast.runtime.usercode import (
     Parameters,
     WorkerHost,
@@ -71,7 +72,6 @@ from dranspose_fast.runtime.usercode import (
 )
 from dranspose_fast.worker.parts import (
     NoClass,
-    RedisTickClock,
     ScanState,
     ServiceCounters,
     WorkerServiceState,
@@ -100,7 +100,7 @@ RECV_BURST = 64
 
 
 class Worker(Service):
-    """A distributed worker (reference §1.2, §1.5, §2.1; docs/protocol.md)."""
+    """A distributed worker (docs/architecture.md, docs/protocol.md)."""
 
     role = "worker"
 
