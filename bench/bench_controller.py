@@ -7,8 +7,8 @@ Run: ``python -m pytest bench/bench_controller.py -q --benchmark-only -p no:cach
 * ``credit loop``: a real redis-server and a started ``Controller``; simulated workers (one
   thread) read every assignment batch and grant its events straight back with
   ``credit_window = 256`` each, as fast as Redis allows: the controller's ceiling in events/s
-  when workers are infinitely fast. Compare with the 0.2 design's ~2,700 Redis round trips/s
-  (one per event, reference/limits.md).
+  when workers are infinitely fast. Compare with dranspose 0.2's ~2,700 Redis round trips/s
+  (it assigns every event in a round trip of its own).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``dranspose-fast``: the command line (dranspose 0.2's subcommands and flags, reference §3)."""
+"""``dranspose-fast``: the command line (dranspose 0.2's subcommands and flags)."""
 
 from __future__ import annotations
 

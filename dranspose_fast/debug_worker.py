@@ -2,7 +2,7 @@
 
 It joins like any worker (tag ``debug`` unless ``WORKER_TAGS`` says otherwise, so trigger
 maps route copies of chosen events to it), completes every event without a result, and
-keeps the last ``BUFFER_SIZE`` assembled events in a ring buffer. HTTP (reference §1.4):
+keeps the last ``BUFFER_SIZE`` assembled events in a ring buffer. HTTP (0.2's paths):
 
 * ``GET /api/v1/status`` → ``true``
 * ``GET /api/v1/last_events?number=N`` → ``pickle(list[EventData])`` of the last N events,

@@ -1,4 +1,4 @@
-"""Read and write recorded dump files in the dranspose 0.2 format (reference §3.2-3.3).
+"""Read and write recorded dump files in the dranspose 0.2 format (docs/compatibility.md).
 
 A ``.cbors`` dump is a plain concatenation of CBOR records, each
 ``tag 55799 (tag 42877 [event_number, {stream: tag 42878 [typ, [frame, ...]]}, created_at])``.

@@ -31,7 +31,8 @@ __all__ = [
 
 Frame = zmq.Frame | bytes
 
-# Tags of the dump format (reference §3.3): self-described CBOR, internal message, stream data.
+# Tags of dranspose 0.2's dump format (``dump.py``): self-described CBOR, internal message,
+# stream data.
 TAG_SELF_DESCRIBED = 55799
 TAG_INTERNAL_MESSAGE = 42877
 TAG_STREAM_DATA = 42878
@@ -150,7 +151,7 @@ def make_result(
     return obj
 
 
-# === CBOR hooks (dranspose 0.2 dump format, reference §3.3) ===
+# === CBOR hooks (dranspose 0.2's dump format, see ``dump.py``) ===
 
 
 def message_encoder(encoder: Any, value: Any) -> None:

@@ -1,4 +1,4 @@
-"""Typed parameter descriptions (dranspose 0.2 semantics, reference §2.4).
+"""Typed parameter descriptions (dranspose 0.2 semantics).
 
 A worker or reducer class lists its parameters in ``describe_parameters()``; values travel as
 raw bytes and are parsed with the description's ``from_bytes``.

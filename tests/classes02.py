@@ -83,7 +83,7 @@ class EchoReducer:
 
 
 class SlidesWorker:
-    """The seed slides' style: no constructor arguments, ``process_event(event, parameters)``."""
+    """The plainest 0.2 style: no constructor arguments, ``process_event(event, parameters)``."""
 
     def __init__(self) -> None:
         self.number = 0

@@ -240,7 +240,7 @@ def test_ids_follow_the_0_2_form(client: tuple[TestClient, dict[Any, Any]]) -> N
     tc, _ = client
     assert tc.get("/").json()["root"] == "g-h5dict-2F"
     links = {ln["title"]: ln for ln in tc.get("/groups/g-h5dict-2F/links").json()["links"]}
-    assert links["image"]["id"] == "d-h5dict-2F696D616765"  # reference §2.7 example
+    assert links["image"]["id"] == "d-h5dict-2F696D616765"  # 0.2's h5dict id of /image
     assert links["oned"]["collection"] == "groups"
     assert "image_attrs" not in links and "_attrs" not in links and 7 not in links
     group = tc.get("/groups/g-h5dict-2F").json()

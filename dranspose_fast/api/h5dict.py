@@ -1,4 +1,5 @@
-"""HDF5-REST "partial view" of a reducer's ``publish`` dict (reference §2.7).
+"""HDF5-REST "partial view" of a reducer's ``publish`` dict (dranspose 0.2's
+``dranspose.helpers.h5dict``, as h5pyd reads it).
 
 A read-only subset of the HDF Group REST API for 0.2 clients (silx, older h5pyd) and h5pyd
 1.0: nested dicts are groups, other values are datasets, ``<name>_attrs`` siblings (and the root

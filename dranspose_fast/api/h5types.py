@@ -5,7 +5,7 @@ API reports for it, whether its value travels as JSON or as raw bytes, and which
 raw bytes are laid out in. It also parses the ``select`` query parameter. It knows nothing about
 HTTP; :mod:`dranspose_fast.api.h5dict` turns its exceptions into 400/404 answers.
 
-Type mapping (reference §2.7, extended where 0.2 answered 404 or sent bytes h5pyd cannot read):
+Type mapping (0.2's, extended where 0.2 answered 404 or sent bytes h5pyd cannot read):
 
 - Python ``int`` → ``H5T_STD_I64LE`` scalar (``H5T_STD_U64LE`` above the int64 range), ``float``
   → ``H5T_IEEE_F64LE``, ``str`` → variable-length UTF-8 string; all three travel as JSON.

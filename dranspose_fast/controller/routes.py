@@ -1,4 +1,4 @@
-"""REST API of the controller (the dranspose 0.2 paths, reference §1.4, plus reactive scans).
+"""REST API of the controller (the dranspose 0.2 paths, plus reactive scans).
 
 ``create_app(controller)`` serves a running ``Controller``; ``create_app(None, settings)``
 creates one at startup and closes it at shutdown (deletes its keys), which is what

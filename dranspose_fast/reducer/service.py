@@ -92,7 +92,7 @@ class _NoReducer:
 
 
 class Reducer(Service):
-    """The distributed reducer (reference §1.1, §2.2; docs/protocol.md)."""
+    """The distributed reducer (docs/architecture.md, docs/protocol.md)."""
 
     role = "reducer"
 

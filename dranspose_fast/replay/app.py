@@ -1,6 +1,6 @@
 """HTTP server of a replay: ``publish`` over HDF5-REST and live parameter changes.
 
-Routes (reference §1.4, "Replay app"): the h5dict router at ``/`` and
+Routes (those of 0.2's replay app): the h5dict router at ``/`` and
 ``POST``/``GET /api/v1/parameter/{name}``.  A POSTed value is parsed through the parameter's
 description when there is one, and takes effect for the next event.
 """

@@ -1,6 +1,7 @@
 """Replay: run worker and reducer classes on recorded streams, without Redis or a network.
 
-This is 0.2's ``dranspose replay``, the way to run classes without a cluster.  Differences from dranspose 0.2, on purpose:
+This is 0.2's ``dranspose replay``, the way to run classes without a cluster.  Differences
+from dranspose 0.2, on purpose:
 
 * streams of several files are merged by event number and a file that ends early does **not**
   end the replay: the other files play on;

@@ -31,7 +31,7 @@ from dranspose_fast import _batch
 from dranspose_fast.event import StreamData
 
 #: Frames at least this large are sent as their own zero-copy ZMQ frames; smaller ones are
-#: packed (pyzmq copies frames below this size anyway, reference/limits.md).
+#: packed (pyzmq copies frames below this size anyway).
 ZERO_COPY_THRESHOLD = zmq.COPY_THRESHOLD
 
 EVENTS = b"E"

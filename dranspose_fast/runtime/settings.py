@@ -1,4 +1,4 @@
-"""Settings of every component, from the environment (names of dranspose 0.2, reference §6).
+"""Settings of every component, from the environment (the names of dranspose 0.2).
 
 Timing intervals are settings too (``DFAST_*``), so tests run them short.
 """
