@@ -20,6 +20,11 @@ builtin that code written against dranspose 0.2 catches (``ValueError``, ``Impor
 
 from __future__ import annotations
 
+__all__ = [
+    "ClassLoadError", "DecodeError", "DransposeFastError", "DumpError", "MapError",
+    "ParameterFileError", "ServiceError", "UsageError",
+]
+
 
 class DransposeFastError(Exception):
     """Base of every error dranspose-fast raises on purpose."""

@@ -18,6 +18,14 @@ from pydantic_core import Url
 
 from dranspose_fast.errors import DransposeFastError
 
+__all__ = [
+    "GENERIC_WORKER", "BuildGitMeta", "ConnectedWorker", "DistributedState",
+    "DistributedStateEnum", "EnsembleState", "EventNumber", "HashDigest", "IngesterName",
+    "IngesterState", "MappingName", "ParameterName", "ProtocolException", "ReducerState",
+    "StreamName", "VirtualConstraint", "VirtualWorker", "WorkAssignment", "WorkAssignmentList",
+    "WorkParameter", "WorkerName", "WorkerState", "WorkerTag", "ZmqUrl",
+]
+
 ZmqUrl = Annotated[Url, UrlConstraints(allowed_schemes=["tcp", "ipc", "inproc"])]
 
 StreamName = NewType("StreamName", str)
