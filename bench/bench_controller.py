@@ -2,7 +2,7 @@
 
 Run: ``python -m pytest bench/bench_controller.py -q --benchmark-only -p no:cacheprovider``.
 
-* ``record``: ``BindingEngine.bind`` + ``Scan.record`` (deliveries per worker, encoding) of
+* ``record``: ``BindingEngine.bind`` + ``ScanState.record`` (deliveries per worker, encoding) of
   65,536 events for 8 workers: the controller's cost per batch, without Redis.
 * ``credit loop``: a real redis-server and a started ``Controller``; simulated workers (one
   thread) read every assignment batch and grant its events straight back with
@@ -25,7 +25,7 @@ import redis
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from dranspose_fast.controller import Controller, ControllerSettings
-from dranspose_fast.controller.scan import Scan
+from dranspose_fast.controller.scan import ScanState
 from dranspose_fast.mapping import MappingSequence
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
 from dranspose_fast.runtime.redis_messages import (
@@ -45,14 +45,14 @@ BATCH = 65536
 def test_bind_and_record_65536_events(benchmark: BenchmarkFixture) -> None:
     seq = MappingSequence.from_uniform(["a", "b"], 10 * BATCH)
 
-    def setup() -> tuple[tuple[Scan], dict[str, object]]:
-        scan = Scan(uuid.uuid4(), seq)
+    def setup() -> tuple[tuple[ScanState], dict[str, object]]:
+        scan = ScanState(uuid.uuid4(), seq)
         for w in range(WORKERS):
             scan.add_worker(f"w{w}", ["generic"])
             scan.engine.grant(f"w{w}", BATCH)
         return (scan,), {}
 
-    def run(scan: Scan) -> int:
+    def run(scan: ScanState) -> int:
         batch = scan.engine.bind(BATCH)
         scan.record(batch)
         return batch.count

@@ -30,7 +30,7 @@ import redis
 import zmq
 
 from dranspose_fast.event import make_stream_data
-from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
+from dranspose_fast.ingester.routing import PendingBatch, ScanState, WorkerLinks, route
 from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName
@@ -80,15 +80,15 @@ def test_route_round(benchmark: Any) -> None:
     batch = AssignmentBatch(0, present, masks, names)
     sources: list[tuple[int, Any]] = [(0, _Ready("a")), (1, _Ready("b"))]
 
-    def setup() -> tuple[tuple[Scan], dict[str, Any]]:
+    def setup() -> tuple[tuple[ScanState], dict[str, Any]]:
         for d in dealers:
             while d.poll(0):
                 d.recv_multipart()
-        scan = Scan(uuid.uuid4(), [StreamName("a"), StreamName("b")], sources)
+        scan = ScanState(uuid.uuid4(), [StreamName("a"), StreamName("b")], sources)
         scan.pending.append(PendingBatch(batch, [0, 1]))
         return (scan,), {}
 
-    def run(scan: Scan) -> int:
+    def run(scan: ScanState) -> int:
         return route(scan, links, counters, log, max_rows=rows)
 
     result = benchmark.pedantic(run, setup=setup, rounds=30, iterations=1)

@@ -40,7 +40,7 @@ from dranspose_fast.controller.scan import (
     LossLog,
     LostWorker,
     Progress,
-    Scan,
+    ScanState,
     Status,
     WorkerLoad,
     loss_totals,
@@ -86,7 +86,7 @@ class Controller:
         self.settings = settings if settings is not None else ControllerSettings()
         self.redis = connect(self.settings)
         self.uuid = uuid.uuid4()
-        self.scan: Scan | None = None
+        self.scan: ScanState | None = None
         self.parameters: dict[ParameterName, WorkParameter] = {}
         self.parameters_hash = parameters_hash(self.parameters)
         self.counters: dict[str, int] = {
@@ -239,7 +239,7 @@ class Controller:
                 logger.warning("refused a map: only %d workers available, but %d required",
                                have, need)
                 raise RequestError(400, f"only {have} workers available, but {need} required")
-            scan = Scan(uuid.uuid4(), seq)
+            scan = ScanState(uuid.uuid4(), seq)
             try:
                 for w in cfg.workers:
                     scan.add_worker(w.name, w.tags)
@@ -281,7 +281,7 @@ class Controller:
                 return waiting
             time.sleep(0.02)
 
-    def append(self, parts: dict[str, Any], sequence: list[str]) -> Scan:
+    def append(self, parts: dict[str, Any], sequence: list[str]) -> ScanState:
         """Append part instances (defining ``parts`` first) to the running open sequence."""
         with self._lock:
             scan = self._open_scan()
@@ -305,7 +305,7 @@ class Controller:
             self._advance(scan)
             return scan
 
-    def close_sequence(self) -> Scan:
+    def close_sequence(self) -> ScanState:
         """Close the running open sequence: its length becomes known."""
         with self._lock:
             scan = self._open_scan(allow_closed=True)
@@ -315,7 +315,7 @@ class Controller:
             self._advance(scan)
             return scan
 
-    def _open_scan(self, allow_closed: bool = False) -> Scan:
+    def _open_scan(self, allow_closed: bool = False) -> ScanState:
         scan = self.scan
         if scan is None or scan.finished:
             raise RequestError(409, "no scan is running")
@@ -351,7 +351,7 @@ class Controller:
         self.redis.xadd(Keys.UPDATES, {"d": self._update().model_dump_json()}, maxlen=100,
                         approximate=True)
 
-    def _flush_update(self, scan: Scan) -> None:
+    def _flush_update(self, scan: ScanState) -> None:
         if scan.update_pending and scan is self.scan:
             self._publish_update()
         scan.update_pending = False
@@ -389,7 +389,7 @@ class Controller:
                 logger.exception("binding loop error in scan %s", scan.uuid)
                 self._stop.wait(0.2)
 
-    def _consume(self, scan: Scan, entries: Streams) -> None:
+    def _consume(self, scan: ScanState, entries: Streams) -> None:
         credits_key = Keys.credits(scan.uuid).encode()
         tags_of = self._tags_lookup()
         for key, items in entries:
@@ -416,7 +416,7 @@ class Controller:
 
         return tags_of
 
-    def _advance(self, scan: Scan) -> None:
+    def _advance(self, scan: ScanState) -> None:
         """Publish pending batches, bind what credits allow, finish when done (lock held)."""
         key = Keys.assigned(scan.uuid)
         while scan.outbox:
@@ -523,7 +523,7 @@ class Controller:
 
     # === dumps ===
 
-    def _write_dumps(self, scan: Scan) -> None:
+    def _write_dumps(self, scan: ScanState) -> None:
         with self._lock:
             params = dict(self.parameters)
         prefix_param = params.get(DUMP_PREFIX)

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from dranspose_fast import __version__
 from dranspose_fast.controller.engine import Controller
 from dranspose_fast.controller.ensemble import ControllerSettings, EnsembleState, RequestError
-from dranspose_fast.controller.scan import Progress, Scan, Status, WorkerLoad
+from dranspose_fast.controller.scan import Progress, ScanState, Status, WorkerLoad
 from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import MappingSequence, Name, SequenceIn
 from dranspose_fast.parameters import ParameterType
@@ -63,7 +63,7 @@ class SequenceState(BaseModel):
     total_events: int | None
 
 
-def _state(scan: Scan) -> SequenceState:
+def _state(scan: ScanState) -> SequenceState:
     return SequenceState(mapping_uuid=scan.uuid, open=not scan.seq.closed,
                          known_events=scan.seq.known_events,
                          total_events=scan.seq.total_events)

@@ -1,7 +1,7 @@
 """Bookkeeping of one scan at the controller: credits, deliveries, finish, bounded reports.
 
 The controller (``engine.py``) moves messages between Redis and this state; everything
-here is plain Python and numpy, per batch, never per event.  A ``Scan`` knows, for every
+here is plain Python and numpy, per batch, never per event.  A ``ScanState`` knows, for every
 worker, how many (worker, event) deliveries were emitted to it and which of them are not yet
 processed (bounded by the credit window), so progress, lost events and the finish decision
 are exact without per-event records of the whole scan.
@@ -217,7 +217,7 @@ class WorkerTrack:
 # === the scan ===
 
 
-class Scan:
+class ScanState:
     """State of one scan: the map, the binding engine and what every worker reported.
 
     Parameters

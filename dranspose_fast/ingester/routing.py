@@ -101,7 +101,7 @@ class PendingBatch:
         return found
 
 
-class Scan:
+class ScanState:
     """Per-scan state of the data loop."""
 
     def __init__(
@@ -247,7 +247,7 @@ class WorkerLinks:
 
 
 def route(
-    scan: Scan,
+    scan: ScanState,
     links: WorkerLinks,
     counters: Counters,
     log: logging.Logger,
@@ -266,7 +266,7 @@ def route(
 
 
 def route_compiled(
-    scan: Scan,
+    scan: ScanState,
     upstreams: list[UpstreamSource],
     links: WorkerLinks,
     counters: Counters,
@@ -315,7 +315,7 @@ def route_compiled(
 
 
 def route_generic(
-    scan: Scan,
+    scan: ScanState,
     links: WorkerLinks,
     counters: Counters,
     log: logging.Logger,
@@ -389,7 +389,7 @@ def route_generic(
 
 
 def _software_trigger(
-    scan: Scan,
+    scan: ScanState,
     sources: list[tuple[int, Source]],
     prow: list[int],
     streams: dict[StreamName, StreamData],
@@ -419,7 +419,7 @@ def _software_trigger(
 
 
 def _dump(
-    scan: Scan,
+    scan: ScanState,
     evn: int,
     streams: dict[StreamName, StreamData],
     counters: Counters,

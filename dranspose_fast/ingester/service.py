@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester.routing import PendingBatch, Scan, WorkerLinks, route
+from dranspose_fast.ingester.routing import PendingBatch, ScanState, WorkerLinks, route
 from dranspose_fast.ingester.sources import (
     SOURCE_TIMEOUT,
     Counters,
@@ -169,7 +169,7 @@ class Ingester(Service):
         self._upstreams: dict[StreamName, UpstreamSource] = {}
         self._runner = SourceRunner(
             self, self.state.name, self._source_counters, IsSoftwareTriggered)
-        self._scan: Scan | None = None
+        self._scan: ScanState | None = None
         self._assignments = AssignmentReader(self, 64, self._on_assignments)
         self._loop_thread: threading.Thread | None = None
         self._rate_mark = (time.monotonic(), 0)
@@ -368,7 +368,7 @@ class Ingester(Service):
             gens = self._runner.start([s for _c, s in generated], self._waker)
             sources.extend((col, gens[s]) for col, s in generated)
         sources.sort(key=lambda cs: cs[0])
-        scan = Scan(update.mapping_uuid, columns, sources)
+        scan = ScanState(update.mapping_uuid, columns, sources)
         scan.finished = update.finished
         if not update.finished:
             scan.dumper = self._open_dump(update.mapping_uuid)
@@ -444,7 +444,7 @@ class Ingester(Service):
         self._close_scan(scan, reason)
         self.log.info("scan %s finished (%s)", mapping_uuid, reason)
 
-    def _close_scan(self, scan: Scan, reason: str) -> None:
+    def _close_scan(self, scan: ScanState, reason: str) -> None:
         unrouted = sum(pb.remaining() for pb in scan.pending)
         if unrouted:
             self.log.warning("scan %s: %d assigned events were never routed (%s)",
