@@ -298,7 +298,7 @@ def _run_service(args: argparse.Namespace) -> int:
         worker = Worker(WorkerSettings(**overrides))
         _require_redis()
         _redis_logging(worker.name)
-        worker.serve()
+        worker.run()
     elif command == "debugworker":
         from dranspose_fast import debug_worker
 

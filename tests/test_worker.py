@@ -558,7 +558,7 @@ def test_sigterm_stops_a_worker_process_cleanly(client: redis.Redis, redis_url: 
         "from dranspose_fast.runtime.settings import WorkerSettings\n"
         "from dranspose_fast.worker import Worker\n"
         f"Worker(WorkerSettings(redis_url={redis_url!r}, worker_name='wp', "
-        "build_meta_file=None, dfast_config_interval=0.2)).serve()\n"
+        "build_meta_file=None, dfast_config_interval=0.2)).run()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:

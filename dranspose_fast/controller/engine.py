@@ -57,7 +57,7 @@ from dranspose_fast.runtime.redis_messages import (
     credit_decoder,
     reduced_decoder,
 )
-from dranspose_fast.runtime.service import RedisLogHandler, connect
+from dranspose_fast.runtime.service import Lifecycle, RedisLogHandler, connect
 
 __all__ = ["Controller"]
 
@@ -71,7 +71,7 @@ OLD_VALUE_TTL = 60
 # === the controller ===
 
 
-class Controller:
+class Controller(Lifecycle):
     """The single controller of a Redis: lock, scans, binding loop, parameters, dumps.
 
     Parameters
@@ -79,7 +79,9 @@ class Controller:
     settings : ControllerSettings, optional
         Read from the environment when omitted.
 
-    Call ``start()`` (takes the lock, starts the threads) and ``close()``.
+    ``start()`` takes the lock and starts the threads, ``close()`` stops them; ``run()`` does
+    both around a wait for SIGTERM/SIGINT (the CLI serves it over HTTP instead: ``run`` of
+    ``dranspose_fast.controller``).
     """
 
     def __init__(self, settings: ControllerSettings | None = None) -> None:
@@ -99,7 +101,7 @@ class Controller:
         self._cfg_lock = threading.Lock()
         self._cfg: Configs | None = None
         self._bad_keys: set[bytes] = set()
-        self._stop = threading.Event()
+        self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._run_id: str | None = None
@@ -111,14 +113,15 @@ class Controller:
     # === lifecycle ===
 
     def start(self) -> None:
-        """Take the lock (waiting up to ``lock_timeout``) and start the background threads.
+        """Take the lock (waiting up to ``lock_timeout``) and start the background threads;
+        returns then (``close()`` stops them, ``run()`` blocks until stopped).
 
         Raises
         ------
         ControllerLockError
             if another controller keeps the lock for longer than ``lock_timeout``.
         """
-        self.lock.acquire(self._stop)
+        self.lock.acquire(self.stop_event)
         self._run_id = self._redis_run_id()
         if not any(isinstance(h, RedisLogHandler) for h in logging.getLogger().handlers):
             # the CLI may already send every record to redis; never twice
@@ -132,8 +135,10 @@ class Controller:
         logger.info("controller %s started", self.uuid)
 
     def close(self) -> None:
-        """Stop the threads and delete the controller's keys (scans, parameters, lock)."""
-        self._stop.set()
+        """Stop the threads and delete the controller's keys (scans, parameters, lock);
+        idempotent."""
+        if not self.begin_close():
+            return
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -277,7 +282,7 @@ class Controller:
                 waiting.append("reducer (no config)")
             elif cfg.reducer.mapping_uuid != uid:
                 waiting.append("reducer")
-            if not waiting or time.monotonic() >= deadline or self._stop.is_set():
+            if not waiting or time.monotonic() >= deadline or self.stop_event.is_set():
                 return waiting
             time.sleep(0.02)
 
@@ -359,7 +364,7 @@ class Controller:
     # === binding ===
 
     def _bind_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stop_event.is_set():
             with self._lock:
                 scan = self.scan
             if scan is None or scan.finished:
@@ -374,7 +379,7 @@ class Controller:
                 found = as_streams(answer)
             except redis.RedisError as exc:
                 self._redis_trouble(exc)
-                self._stop.wait(0.2)
+                self.stop_event.wait(0.2)
                 continue
             try:
                 with self._lock:
@@ -384,10 +389,10 @@ class Controller:
                     self._advance(scan)
             except redis.RedisError as exc:
                 self._redis_trouble(exc)
-                self._stop.wait(0.2)
+                self.stop_event.wait(0.2)
             except Exception:
                 logger.exception("binding loop error in scan %s", scan.uuid)
-                self._stop.wait(0.2)
+                self.stop_event.wait(0.2)
 
     def _consume(self, scan: ScanState, entries: Streams) -> None:
         credits_key = Keys.credits(scan.uuid).encode()
@@ -463,7 +468,7 @@ class Controller:
     def _housekeeping(self) -> None:
         s = self.settings
         due = {"check": 0.0, "lock": time.monotonic() + s.lock_ttl / 3, "defaults": 0.0}
-        while not self._stop.wait(0.05):
+        while not self.stop_event.wait(0.05):
             now = time.monotonic()
             try:
                 if now >= due["check"]:

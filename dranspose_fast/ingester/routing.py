@@ -9,6 +9,8 @@ the sources it reads are in ``sources``.
   keeps them queued, in order and bounded, for workers that are not (yet) reachable.
 * ``route`` consumes head rows while every needed message is ready and sends each worker one
   packed batch per round: frames are never held back waiting for more.
+* ``BeginScan``, ``FinishScan``, ``Assign``, ``BadAssignment``: the commands other threads post
+  to the data loop (``runtime.commands.CommandQueue``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -29,13 +32,49 @@ from dranspose_fast.event import StreamData, make_internal, make_stream_data
 from dranspose_fast.ingester.sources import Counters, Source, UpstreamSource, log_sparsely
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.runtime import dataplane
-from dranspose_fast.runtime.redis_messages import AssignmentBatch
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate
 
 #: Events kept per unreachable worker before the oldest batch is dropped (counted and logged).
 #: Credits bound what a worker can be assigned, so this is a safety net, not a working limit.
 MAX_QUEUED_EVENTS: Final[int] = 1 << 16
 #: Rows routed per round before the batches are sent (bounds latency and memory per round).
 MAX_ROWS_PER_ROUND: Final[int] = 1024
+
+
+# === Commands to the data loop ===
+
+
+@dataclass(frozen=True, slots=True)
+class BeginScan:
+    """A controller update with a new mapping (updates thread)."""
+
+    update: ControllerUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class FinishScan:
+    """The scan ``mapping_uuid`` is over (updates thread; a Redis restart)."""
+
+    mapping_uuid: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """An assignment batch of the scan ``mapping_uuid`` (assignments thread)."""
+
+    mapping_uuid: uuid.UUID
+    batch: AssignmentBatch
+
+
+@dataclass(frozen=True, slots=True)
+class BadAssignment:
+    """An assignment entry that could not be decoded (counted and logged by the data loop)."""
+
+    message: str
+
+
+Command = BeginScan | FinishScan | Assign | BadAssignment
 
 
 # === Assignments ===

@@ -8,9 +8,10 @@ message per present cell, in order, and sends each worker one packed batch per r
 
 Threads: the ``Service`` base publishes the config key and follows ``dfast:updates``; one
 thread reads the assignment stream (XREAD BLOCK, from entry 0 for each new mapping); the data
-loop owns every ZeroMQ socket and is woken through an inproc socket when control messages
-arrive; routing is in ``routing``, the sources (direct upstream sockets, user
-generators in their own asyncio thread) in ``sources``.
+loop owns every ZeroMQ socket, and the other threads post it commands (``routing.BeginScan``,
+``FinishScan``, ``Assign``) through a ``runtime.commands.CommandQueue``; routing is in
+``routing``, the sources (direct upstream sockets, user generators in their own asyncio
+thread) in ``sources``.
 
 Extension API (dranspose 0.2 compatible): subclass ``Ingester`` (or a built-in one) and
 implement ``async def run_source(self, stream)`` yielding one ``StreamData`` per event in which
@@ -23,7 +24,6 @@ then reads the upstream socket itself.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
@@ -38,7 +38,17 @@ from pydantic import Field, model_validator
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester.routing import PendingBatch, ScanState, WorkerLinks, route
+from dranspose_fast.ingester.routing import (
+    Assign,
+    BadAssignment,
+    BeginScan,
+    Command,
+    FinishScan,
+    PendingBatch,
+    ScanState,
+    WorkerLinks,
+    route,
+)
 from dranspose_fast.ingester.sources import (
     SOURCE_TIMEOUT,
     Counters,
@@ -47,7 +57,6 @@ from dranspose_fast.ingester.sources import (
     Source,
     SourceRunner,
     UpstreamSource,
-    Waker,
 )
 from dranspose_fast.protocol import (
     ConnectedWorker,
@@ -58,12 +67,13 @@ from dranspose_fast.protocol import (
     ZmqUrl,
 )
 from dranspose_fast.runtime.assignments import AssignmentReader
+from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
-    "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "GeneratorSource", "Ingester",
+    "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "Ingester",
     "IngesterCounters", "IngesterSettings", "IngesterStatus", "IsSoftwareTriggered",
     "UpstreamSettings", "UpstreamSource", "hwm_messages",
 ]
@@ -162,8 +172,7 @@ class Ingester(Service):
         self.zmq_context: zmq.Context[Any] = zmq.Context()
         #: For user ``run_source`` code (0.2's ``self.ctx``): sockets used in the source loop.
         self.ctx = zmq.asyncio.Context()
-        self._control: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._waker = Waker(self.zmq_context)
+        self._commands: CommandQueue[Command] = CommandQueue(self.zmq_context, "ingester")
         self._router: zmq.Socket[Any] | None = None
         self._links: WorkerLinks | None = None
         self._upstreams: dict[StreamName, UpstreamSource] = {}
@@ -225,22 +234,16 @@ class Ingester(Service):
             return cfg.hwm
         return hwm_messages(DEFAULT_BUFFER_BYTES, DEFAULT_FRAME_BYTES)
 
-    def run(self) -> None:
-        """Serve until SIGTERM/SIGINT (or ``stop_event``), then ``close()``."""
-        if threading.current_thread() is threading.main_thread():
-            self.install_signal_handlers()
-        self.start()
-        try:
-            while not self.stop_event.wait(0.5):
-                pass
-        finally:
-            self.close()
-
     def close(self) -> None:
-        """Stop the threads, close dumps and sockets, delete the config key."""
-        self.stop_event.set()
+        """Stop the threads, close dumps and sockets, delete the config key (idempotent).
+
+        ``run()`` (the ``Service``'s: ``start()``, serve until SIGTERM/SIGINT or
+        ``stop_event``, then this) is dranspose 0.2's blocking entry point.
+        """
+        if not self.begin_close():
+            return
         self._assignments.wake()
-        self._waker.wake()
+        self._commands.wake()
         if self._loop_thread is not None:
             self._loop_thread.join(SOURCE_TIMEOUT + 5)
         self._cleanup()
@@ -253,16 +256,14 @@ class Ingester(Service):
         if uid is None:
             return
         if uid != self._assignments.target:
-            self._control.put(("scan", update))  # queued before any "assign" of the scan
+            self._commands.post(BeginScan(update))  # queued before any Assign of the scan
             self._assignments.follow(uid)
         if update.finished:
-            self._control.put(("finish", uid, update.reason or "finished"))
-        self._waker.wake()
+            self._commands.post(FinishScan(uid, update.reason or "finished"))
 
     def on_redis_restart(self) -> None:
         if self._assignments.target is not None:
-            self._control.put(("finish", self._assignments.target, "redis restarted"))
-            self._waker.wake()
+            self._commands.post(FinishScan(self._assignments.target, "redis restarted"))
 
     def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
@@ -270,19 +271,18 @@ class Ingester(Service):
                 batch = AssignmentBatch.decode(fields)
             except (KeyError, ValueError) as exc:
                 key = Keys.assigned(uid)
-                self._control.put(("bad", f"assignment entry {entry_id!r} of {key}: {exc}"))
+                self._commands.post(BadAssignment(f"assignment entry {entry_id!r} of {key}: {exc}"))
                 continue
-            self._control.put(("assign", uid, batch))
-        self._waker.wake()
+            self._commands.post(Assign(uid, batch))
 
     # === data loop ===
 
     def _data_loop(self) -> None:
         assert self._router is not None and self._links is not None
-        router, links, waker = self._router, self._links, self._waker
+        router, links, commands = self._router, self._links, self._commands.socket
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
-        poller.register(waker.pull, zmq.POLLIN)
+        poller.register(commands, zmq.POLLIN)
         polled: dict[zmq.Socket[Any], UpstreamSource] = {}
         timeout = 0
         next_chores = 0.0
@@ -292,9 +292,8 @@ class Ingester(Service):
                 for sock, _event in poller.poll(timeout):
                     if sock is router:
                         links.receive_hellos(self._on_hello)
-                    elif sock is waker.pull:
-                        waker.clear()
-                        self._process_control()
+                    elif sock is commands:
+                        self._run_commands()
                     elif sock in polled:
                         polled[sock].fill()
                 scan = self._scan
@@ -326,22 +325,19 @@ class Ingester(Service):
                 poller.register(sock, zmq.POLLIN)
                 polled[sock] = src
 
-    def _process_control(self) -> None:
-        while True:
-            try:
-                item = self._control.get_nowait()
-            except queue.Empty:
-                return
-            kind = item[0]
-            if kind == "assign":
-                self._accept(item[1], item[2])
-            elif kind == "scan":
-                self._begin_scan(item[1])
-            elif kind == "finish":
-                self._finish_scan(item[1], item[2])
-            elif kind == "bad":
-                self.counters.bad_assignments += 1
-                self.log.error("ignored %s", item[1])
+    def _run_commands(self) -> None:
+        """Every command posted since the last call: the one dispatch of the data loop."""
+        for command in self._commands.drain():
+            match command:
+                case Assign(uid, batch):
+                    self._accept(uid, batch)
+                case BeginScan(update):
+                    self._begin_scan(update)
+                case FinishScan(uid, reason):
+                    self._finish_scan(uid, reason)
+                case BadAssignment(message):
+                    self.counters.bad_assignments += 1
+                    self.log.error("ignored %s", message)
 
     def _begin_scan(self, update: ControllerUpdate) -> None:
         assert update.mapping_uuid is not None
@@ -365,7 +361,7 @@ class Ingester(Service):
                 src.begin()
             sources.append((col, src))
         if generated and not update.finished:
-            gens = self._runner.start([s for _c, s in generated], self._waker)
+            gens = self._runner.start([s for _c, s in generated], self._commands)
             sources.extend((col, gens[s]) for col, s in generated)
         sources.sort(key=lambda cs: cs[0])
         scan = ScanState(update.mapping_uuid, columns, sources)
@@ -556,7 +552,7 @@ class Ingester(Service):
         self._upstreams.clear()
         if self._router is not None:
             self._router.close(linger=0)
-        self._waker.close()
+        self._commands.close()
         self.ctx.destroy(linger=0)
         self.zmq_context.destroy(linger=0)
         self.log.info("ingester %s closed", self.state.name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, fields
@@ -29,11 +28,12 @@ import zmq
 
 from dranspose_fast.event import StreamData, make_stream_data
 from dranspose_fast.protocol import StreamName
+from dranspose_fast.runtime.commands import CommandQueue
 
 __all__ = [
     "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
     "Counters", "GeneratorSource", "IngesterCounters", "Source", "SourceOwner", "SourceRunner",
-    "UpstreamSource", "Waker",
+    "UpstreamSource",
 ]
 
 #: Seconds to wait for user sources to start or stop before giving up (logged).
@@ -287,45 +287,7 @@ class UpstreamSource:
             self.counters.discarded_outside_scan += n
 
 
-# === Wake-ups and user sources (the extension API) ===
-
-
-class Waker:
-    """Wakes the data loop's poller from other threads (coalesced: one message at a time)."""
-
-    def __init__(self, ctx: zmq.Context[Any]) -> None:
-        address = f"inproc://dfast-ingester-wake-{uuid.uuid4().hex}"
-        self.pull = ctx.socket(zmq.PULL)
-        self.pull.bind(address)
-        self._push = ctx.socket(zmq.PUSH)
-        self._push.connect(address)
-        self._lock = threading.Lock()
-        self._pending = False
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._pending or self._push.closed:
-                return
-            self._pending = True
-            try:
-                self._push.send(b"", zmq.NOBLOCK)
-            except zmq.Again:  # a wake-up is already queued
-                pass
-
-    def clear(self) -> None:
-        """Called by the data loop before it looks at what woke it."""
-        with self._lock:
-            self._pending = False
-            while True:
-                try:
-                    self.pull.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
-
-    def close(self) -> None:
-        with self._lock:
-            self._push.close(linger=0)
-        self.pull.close(linger=0)
+# === User sources (the extension API) ===
 
 
 _PLACEHOLDER = object()
@@ -334,10 +296,11 @@ _PLACEHOLDER = object()
 class GeneratorSource:
     """A stream fed by the user's ``run_source`` generator (in the source thread)."""
 
-    def __init__(self, stream: StreamName, waker: Waker) -> None:
+    def __init__(self, stream: StreamName, commands: CommandQueue[Any]) -> None:
         self.stream = stream
         self.items: deque[Any] = deque()
-        self.waker = waker
+        #: Woken (no command) when an item arrives: the data loop routes it.
+        self.commands = commands
         self.demand: asyncio.Semaphore | None = None
 
     def ready(self) -> bool:
@@ -349,7 +312,7 @@ class GeneratorSource:
 
     def push(self, item: object) -> None:
         self.items.append(item)
-        self.waker.wake()
+        self.commands.wake()
 
 
 class SourceOwner(Protocol):
@@ -379,14 +342,16 @@ class SourceRunner:
         self.gens: dict[StreamName, AsyncGenerator[Any, None]] = {}
         self.streams: list[StreamName] = []
 
-    def start(self, streams: list[StreamName], waker: Waker) -> dict[StreamName, GeneratorSource]:
+    def start(
+        self, streams: list[StreamName], commands: CommandQueue[Any]
+    ) -> dict[StreamName, GeneratorSource]:
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
             self.thread = threading.Thread(
                 target=self.loop.run_forever, name=f"{self.name}-sources",
                 daemon=True)
             self.thread.start()
-        sources = {s: GeneratorSource(s, waker) for s in streams}
+        sources = {s: GeneratorSource(s, commands) for s in streams}
         self._call(self._start(sources), "start")
         return sources
 

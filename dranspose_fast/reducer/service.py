@@ -34,7 +34,6 @@ import zmq
 from fastapi import FastAPI
 
 from dranspose_fast.api.h5dict import router as h5dict_router
-from dranspose_fast.api.server import HttpThread
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import ReducerState
@@ -50,7 +49,7 @@ from dranspose_fast.runtime.usercode import (
     describe,
 )
 
-__all__ = ["HttpThread", "Reducer", "ReducerServiceState", "create_app", "run"]
+__all__ = ["Reducer", "create_app", "run"]
 
 #: Shortest period of ``ReducedMessage`` entries while results arrive (docs/protocol.md).
 REDUCED_INTERVAL = 0.05
@@ -130,7 +129,6 @@ class Reducer(Service):
         self._dirty = False
         self._last_reduced = 0.0
         self._messages = 0
-        self._closed = False
         self.log.info("created reducer with state %s", self.state)
 
     # === lifecycle ===
@@ -148,7 +146,8 @@ class Reducer(Service):
             return _NoReducer
 
     def start(self) -> None:
-        """Start the config, updates and result-loop threads (``close()`` stops them)."""
+        """Start the config, updates and result-loop threads; returns at once (``close()``
+        stops them; ``run()`` blocks until stopped)."""
         self.start_background()
         settle_heap()
         self._spawn(self._loop, "results")
@@ -161,11 +160,10 @@ class Reducer(Service):
         return host.get_data()
 
     def close(self) -> None:
-        """Stop the threads and the timer, call the user's ``close(context)``, delete the key."""
-        if self._closed:
+        """Stop the threads and the timer, call the user's ``close(context)``, delete the key
+        (idempotent)."""
+        if not self.begin_close():
             return
-        self._closed = True
-        self.stop_event.set()
         for thread in self._threads:
             thread.join(timeout=5)
         host = self.host

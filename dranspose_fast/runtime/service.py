@@ -1,5 +1,11 @@
 """What every distributed component shares: Redis, liveness, updates, parameters, logs.
 
+Every service (``Lifecycle``: the controller engine, ``Service``: ingester, worker, reducer)
+has the same verbs: ``start()`` starts its threads and returns at once; ``run()`` starts it,
+blocks until it is stopped (SIGTERM/SIGINT when called on the main thread, or
+``stop_event``) and then closes it; ``close()`` stops every thread and releases what the
+service holds, and does nothing the second time.
+
 A component (ingester, worker, reducer) is a ``Service``: it publishes its state as a config
 key with a TTL (liveness), follows the controller's update stream from its **latest** entry
 (so a late joiner learns the current scan at once), fetches parameter values when their
@@ -89,11 +95,65 @@ class RedisLogHandler(logging.Handler):
             pass  # logging must never take a component down
 
 
-class Service:
+class Lifecycle:
+    """The verbs of every service (module docstring): ``start``, ``run``, ``close``.
+
+    Subclasses set ``stop_event`` and implement ``start`` and ``close``; a ``close`` begins
+    with ``if not self.begin_close(): return`` so that a second call does nothing.
+    """
+
+    stop_event: threading.Event
+    _closing: bool = False
+    _close_lock = threading.Lock()  # shared by all instances: held only to flip _closing
+
+    def start(self) -> None:
+        """Start the service's threads; returns at once (``close()`` stops them)."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """``start()``, block until stopped, then ``close()``.
+
+        On the main thread SIGTERM and SIGINT stop it; elsewhere ``stop_event`` (or a
+        ``close()`` from another thread) does.
+        """
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+        try:
+            self.start()
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every thread and release what the service holds (idempotent)."""
+        raise NotImplementedError
+
+    def begin_close(self) -> bool:
+        """Whether this is the first ``close()`` (it also sets ``stop_event``)."""
+        with self._close_lock:
+            first = not self._closing
+            self._closing = True
+        self.stop_event.set()
+        return first
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT set ``stop_event`` (the main thread only)."""
+
+        def stop(signum: int, frame: Any) -> None:
+            logger.info("%s: signal %d: stopping", type(self).__name__, signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+
+class Service(Lifecycle):
     """Base of the ingester, worker and reducer services.
 
     Subclasses set ``self.state`` (a pydantic state model with ``name``), ``self.role`` and
-    override ``on_update``; they run their data loop in ``run``.
+    override ``on_update``; their ``start`` calls ``start_background`` and starts their data
+    loop, their ``close`` ends with ``super().close()``.
     """
 
     role = "service"
@@ -121,6 +181,7 @@ class Service:
         self._applied_update: tuple[int, int] = (0, 0)
         self._update_applied = threading.Condition()
         self._state_lock = threading.Lock()
+        self._released = False  # the base's close() ran
         self.log = logging.getLogger(f"dranspose_fast.{self.role}.{state.name}")
 
     # === lifecycle ===
@@ -152,16 +213,16 @@ class Service:
 
         return run
 
-    def install_signal_handlers(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            self.log.info("signal %d: stopping", signum)
-            self.stop_event.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    def start(self) -> None:
+        """Start the config publisher and the update follower; returns at once."""
+        self.start_background()
 
     def close(self) -> None:
+        """Stop the base's threads, delete the config key, close Redis (once)."""
         self.stop_event.set()
+        if self._released:
+            return
+        self._released = True
         for thread in self._threads:
             thread.join(timeout=5)
         try:

@@ -1,7 +1,9 @@
 """Pieces of the networked worker that hold no sockets and no threads.
 
 Event assembly, reading the configs the worker discovers its peers
-from, and picking this worker's events out of an assignment batch. ``service.Worker``
+from, picking this worker's events out of an assignment batch, and the commands other threads
+post to the data thread (``BeginScan``, ``NewParameters``, ``FinishScan``, ``EndScan``,
+``Assign``, ``IngestersFound``, ``ReducerFound``). ``service.Worker``
 wires them to ZeroMQ and Redis; here they are plain objects, tested on their own.
 """
 
@@ -27,6 +29,67 @@ __all__ = [
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
+
+
+# === Commands to the data thread (``runtime.commands.CommandQueue``) ===
+
+
+@dataclass(frozen=True, slots=True)
+class BeginScan:
+    """A controller update with a new mapping (updates thread)."""
+
+    mapping_uuid: uuid.UUID
+    finished: bool
+    parameters: Any
+    phash: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewParameters:
+    """New parameter values for the scan ``mapping_uuid`` (updates thread)."""
+
+    mapping_uuid: uuid.UUID
+    parameters: Any
+    phash: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishScan:
+    """The scan ``mapping_uuid`` is over (updates thread)."""
+
+    mapping_uuid: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class EndScan:
+    """Redis came back empty: whatever scan runs is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """This worker's events of an assignment batch and the streams of each (assignments)."""
+
+    mapping_uuid: uuid.UUID
+    events: list[int]
+    counts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestersFound:
+    """The ingester configs discovery read (discovery thread)."""
+
+    found: dict[str, IngesterState]
+
+
+@dataclass(frozen=True, slots=True)
+class ReducerFound:
+    """The reducer's config, or ``None`` while there is none (discovery thread)."""
+
+    reducer: ReducerState | None
+
+
+Command = (BeginScan | NewParameters | FinishScan | EndScan | Assign | IngestersFound
+           | ReducerFound)
 
 
 class WorkerServiceState(WorkerState):

@@ -1,7 +1,7 @@
 """The networked worker: partial events from ingesters → ``process_event`` → results to the reducer.
 
-Threads (no asyncio): the **data thread** (``run``) owns every ZeroMQ socket (one DEALER per
-ingester, the PUSH to the reducer, an inproc PAIR that wakes it) and does all per-event work:
+Threads (no asyncio): the **data thread** owns every ZeroMQ socket (one DEALER per
+ingester, the PUSH to the reducer, the socket of its ``CommandQueue``) and does all per-event work:
 assembling partial events, calling user code, packing results, granting credits. The
 *discovery* thread SCANs ingester configs and reads the reducer's; the *assignments* thread
 follows ``dfast:assigned:{uuid}`` from entry 0 and posts, per entry, which events this worker
@@ -41,7 +41,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -54,6 +53,7 @@ from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import IngesterState
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.assignments import AssignmentReader
+from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.heap import settle_heap
 from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
@@ -71,7 +71,15 @@ from dranspose_fast.runtime.usercode import (
     encode_payload,
 )
 from dranspose_fast.worker.parts import (
+    Assign,
+    BeginScan,
+    Command,
+    EndScan,
+    FinishScan,
+    IngestersFound,
+    NewParameters,
     NoClass,
+    ReducerFound,
     ScanState,
     ServiceCounters,
     WorkerServiceState,
@@ -81,7 +89,7 @@ from dranspose_fast.worker.parts import (
 )
 from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
 
-__all__ = ["RedisException", "Worker", "WorkerServiceState"]
+__all__ = ["RedisException", "Worker"]
 
 
 class RedisException(DransposeFastError):
@@ -119,15 +127,9 @@ class Worker(Service):
         self._credit_batch = max(1, self.worker_settings.credit_window // 4)
 
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self._wake_rx = self.ctx.socket(zmq.PAIR)
-        self._wake_tx = self.ctx.socket(zmq.PAIR)
-        addr = f"inproc://wake-{id(self)}-{uuid.uuid4().hex}"
-        self._wake_rx.bind(addr)
-        self._wake_tx.connect(addr)
-        self._wake_lock = threading.Lock()
-        self._commands: deque[tuple[Any, ...]] = deque()
+        self._commands: CommandQueue[Command] = CommandQueue(self.ctx, "worker")
         self._poller = zmq.Poller()
-        self._poller.register(self._wake_rx, zmq.POLLIN)
+        self._poller.register(self._commands.socket, zmq.POLLIN)
 
         self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller)
         self.credits = CreditSender(self.redis, self.name)
@@ -144,7 +146,6 @@ class Worker(Service):
         self._loop_started = False
         self._loop_done = threading.Event()
         self._run_thread: threading.Thread | None = None
-        self._closed = False
         self.log.info("created worker %s with tags %s", self.name, sorted(state.tags))
 
     # === lifecycle ===
@@ -172,12 +173,26 @@ class Worker(Service):
         self._spawn(lambda: self.credits.run(self.stop_event), "credits")
 
     def start(self) -> None:
-        """Run the worker in background threads (``close()`` stops it)."""
-        self._run_thread = threading.Thread(target=self.run, name=f"{self.name}-data", daemon=True)
+        """Run the worker in background threads; returns at once (``close()`` stops it)."""
+        self._run_thread = threading.Thread(
+            target=self._serve, name=f"{self.name}-data", daemon=True)
         self._run_thread.start()
 
     def run(self) -> None:
-        """Start the background threads and run the data loop until stopped."""
+        """Run the data loop in the calling thread until stopped, then ``close()``.
+
+        On the main thread SIGTERM and SIGINT stop it; elsewhere ``close()`` from another
+        thread (or ``stop_event``) does.
+        """
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+        try:
+            self._serve()
+        finally:
+            self.close()
+
+    def _serve(self) -> None:
+        """The data thread: start the background threads, run the loop until stopped."""
         self._loop_started = True
         self.start_background()
         settle_heap()
@@ -187,23 +202,14 @@ class Worker(Service):
             self._teardown_sockets()
             self._loop_done.set()
 
-    def serve(self) -> None:
-        """Run in the calling (main) thread until SIGTERM/SIGINT, then ``close()``."""
-        self.install_signal_handlers()
-        try:
-            self.run()
-        finally:
-            self.close()
-
     def close(self) -> None:
-        """Stop every thread, call the user's ``close(context)``, delete the config key."""
-        if self._closed:
+        """Stop every thread, call the user's ``close(context)``, delete the config key
+        (idempotent)."""
+        if not self.begin_close():
             return
-        self._closed = True
-        self.stop_event.set()
         self._discover_now.set()
         self._assignments.wake()
-        self._wake()
+        self._commands.wake()
         if self._loop_started:
             self._loop_done.wait(10)
         else:
@@ -220,23 +226,10 @@ class Worker(Service):
             except Exception:
                 self.log.exception("worker %s: close(context) raised", self.name)
         super().close()
-        with self._wake_lock:
-            self._wake_tx.close(linger=0)
+        self._commands.close()
         self.ctx.term()
 
     # === commands from other threads ===
-
-    def _post(self, *command: Any) -> None:
-        self._commands.append(command)
-        self._wake()
-
-    def _wake(self) -> None:
-        with self._wake_lock:
-            if not self._wake_tx.closed:
-                try:
-                    self._wake_tx.send(b"", zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # a wake-up is already pending
 
     def on_update(self, update: ControllerUpdate, previous: ControllerUpdate | None) -> None:
         phash, params = self.current_parameters()
@@ -244,31 +237,26 @@ class Worker(Service):
         if uid is None:
             return
         if previous is None or previous.mapping_uuid != uid:
-            # "scan" is queued before the assignment reader moves on, so no "assign" of
+            # BeginScan is queued before the assignment reader moves on, so no Assign of
             # the new scan can reach the data thread ahead of it.
-            self._post("scan", uid, update.finished, params, phash)
+            self._commands.post(BeginScan(uid, update.finished, params, phash))
             self._assignments.follow(None if update.finished else uid)
             return
         if previous.parameters_version != update.parameters_version:
-            self._post("params", uid, params, phash)
+            self._commands.post(NewParameters(uid, params, phash))
         if update.finished and not previous.finished:
-            self._post("finish", uid)
+            self._commands.post(FinishScan(uid))
 
     def on_redis_restart(self) -> None:
-        self._post("end")
+        self._commands.post(EndScan())
 
     # === the data loop ===
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             ready = dict(self._poller.poll(self._timeout()))
-            if self._wake_rx in ready:
-                while True:
-                    try:
-                        self._wake_rx.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-            self._run_commands()
+            if self._commands.socket in ready:
+                self._run_commands()
             got = False
             for dealer in self.peers.ready(ready):
                 got = self._receive(dealer) or got
@@ -294,26 +282,26 @@ class Worker(Service):
         return 100
 
     def _run_commands(self) -> None:
-        while self._commands:
-            command = self._commands.popleft()
-            kind = command[0]
-            if kind == "assign":
-                self._on_assignment(*command[1:])
-            elif kind == "ingesters":
-                self._on_ingesters(command[1])
-            elif kind == "reducer":
-                self.peers.set_reducer(command[1])
-            elif kind == "scan":
-                self._start_scan(*command[1:])
-            elif kind == "params":
-                self._on_parameters(*command[1:])
-            elif kind == "finish":
-                scan = self._scan
-                if scan is not None and scan.uuid == command[1]:
-                    self._finish_scan(scan)
-            elif kind == "end":
-                if self._scan is not None:
-                    self._finish_scan(self._scan)
+        """Every command posted since the last pass: the one dispatch of the data thread."""
+        for command in self._commands.drain():
+            match command:
+                case Assign(uid, events, counts):
+                    self._on_assignment(uid, events, counts)
+                case IngestersFound(found):
+                    self._on_ingesters(found)
+                case ReducerFound(reducer):
+                    self.peers.set_reducer(reducer)
+                case BeginScan(uid, finished, params, phash):
+                    self._start_scan(uid, finished, params, phash)
+                case NewParameters(uid, params, phash):
+                    self._on_parameters(uid, params, phash)
+                case FinishScan(uid):
+                    scan = self._scan
+                    if scan is not None and scan.uuid == uid:
+                        self._finish_scan(scan)
+                case EndScan():
+                    if self._scan is not None:
+                        self._finish_scan(self._scan)
 
     def _on_ingesters(self, found: dict[str, IngesterState]) -> None:
         before = {(n, st.service_uuid) for n, st in self.peers.ingesters.items()}
@@ -525,8 +513,7 @@ class Worker(Service):
 
     def _teardown_sockets(self) -> None:
         self.peers.close()
-        if not self._wake_rx.closed:
-            self._wake_rx.close(linger=0)
+        self._commands.close()
 
     # === background threads ===
 
@@ -541,7 +528,7 @@ class Worker(Service):
             key = sorted((n, str(s.url), s.service_uuid, s.mapping_uuid) for n, s in found.items())
             if key != seen:
                 seen = key
-                self._post("ingesters", found)
+                self._commands.post(IngestersFound(found))
             reducer, error = read_reducer(self.redis)
             if error is not None:
                 self._counters.bad_configs += 1
@@ -549,7 +536,7 @@ class Worker(Service):
             rkey = None if reducer is None else (str(reducer.url), reducer.service_uuid)
             if rkey != reducer_seen:
                 reducer_seen = rkey
-                self._post("reducer", reducer)
+                self._commands.post(ReducerFound(reducer))
             delay = FAST_DISCOVERY if self._fast_discovery else self.settings.config_interval
             self._discover_now.wait(delay)
             self._discover_now.clear()
@@ -564,7 +551,7 @@ class Worker(Service):
                                self.name, entry_id, uid, exc)
                 continue
             if mine is not None:
-                self._post("assign", uid, *mine)
+                self._commands.post(Assign(uid, *mine))
 
     # === published state ===
 
