@@ -131,3 +131,38 @@ def test_all_lists_exactly_the_public_names(name: str) -> None:
         f"{name} defines {loose}: list them in __all__ (the user's), or prefix them with _ "
         "(the module's own)"
     )
+
+
+#: The roles' faces (and 0.2's top-level modules that gather names from other modules).
+FACES = [f"{PACKAGE}.{m}" for m in ("controller", "ingester", "worker", "reducer", "replay",
+                                    "mapping", "distributed")]
+
+
+def _face_imports(path: Path) -> dict[str, str]:
+    """Name -> the package module a face takes it from (``from m import name``)."""
+    found: dict[str, str] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            for alias in node.names:
+                found[alias.asname or alias.name] = node.module or ""
+    return found
+
+
+@pytest.mark.parametrize("name", FACES)
+def test_a_face_lists_only_its_modules_user_names(name: str) -> None:
+    """A face gathers the user's names of its modules: every name its ``__all__`` takes from
+    another module is 0.2's or listed in that module's ``__all__`` (when it has one: else the
+    face decides); a role's hooks for another role (``worker.run_pool_worker`` for the replay
+    pool) are re-exported outside ``__all__``."""
+    listed = importlib.import_module(name).__all__
+    wrong = []
+    for entry, source in sorted(_face_imports(MODULES[name]).items()):
+        if entry not in listed or entry in PRESENT.get(name, set()):
+            continue
+        theirs = getattr(importlib.import_module(source), "__all__", None)
+        if theirs is not None and entry not in theirs:  # a module without __all__: its face
+            wrong.append(f"{entry} (from {source})")
+    assert not wrong, (
+        f"{name}.__all__ lists names that are not the user's: {wrong}; keep them out of "
+        "__all__ (re-export as `from m import X as X`) or list them in their module's __all__"
+    )

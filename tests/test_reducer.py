@@ -22,8 +22,9 @@ import pytest
 import redis
 import zmq
 
+from dranspose_fast.api.server import HttpThread
 from dranspose_fast.parameters import IntParameter
-from dranspose_fast.reducer import HttpThread, Reducer, create_app
+from dranspose_fast.reducer import Reducer, create_app
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.redis_messages import Keys, reduced_decoder
 from dranspose_fast.runtime.settings import ReducerSettings, WorkerSettings

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dranspose_fast.ingester.service import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_FRAME_BYTES,
-    GeneratorSource,
     Ingester,
     IngesterCounters,
     IngesterSettings,
@@ -24,7 +23,7 @@ from dranspose_fast.ingester.service import (
 )
 
 __all__ = [
-    "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "GeneratorSource", "Ingester",
+    "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "Ingester",
     "IngesterCounters", "IngesterSettings", "IngesterStatus", "IsSoftwareTriggered",
     "UpstreamSettings", "UpstreamSource", "hwm_messages",
 ]

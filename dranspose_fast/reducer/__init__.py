@@ -6,16 +6,7 @@ ASGI ``app`` of ``uvicorn dranspose_fast.reducer:app``).
 
 from __future__ import annotations
 
-from dranspose_fast.api.server import HttpThread
-from dranspose_fast.reducer.service import (
-    Reducer,
-    ReducerServiceState,
-    app,
-    create_app,
-    run,
-)
+from dranspose_fast.reducer.service import Reducer, app, create_app, run
 from dranspose_fast.runtime.settings import ReducerSettings
 
-__all__ = [
-    "HttpThread", "Reducer", "ReducerServiceState", "ReducerSettings", "app", "create_app", "run",
-]
+__all__ = ["Reducer", "ReducerSettings", "app", "create_app", "run"]

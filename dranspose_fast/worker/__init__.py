@@ -9,20 +9,10 @@
 from __future__ import annotations
 
 from dranspose_fast.runtime.settings import WorkerSettings, random_worker_name
-from dranspose_fast.worker.replay_process import (
-    CREDIT,
-    DONE,
-    FINISH,
-    HELLO,
-    PARAMETERS,
-    BatchWorker,
-    new_shared_tick,
-    run_pool_worker,
-)
-from dranspose_fast.worker.service import RedisException, Worker, WorkerServiceState
+from dranspose_fast.worker.replay_process import run_pool_worker as run_pool_worker
+from dranspose_fast.worker.service import RedisException, Worker
 
-__all__ = [
-    "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker", "RedisException",
-    "Worker", "WorkerServiceState", "WorkerSettings", "new_shared_tick",
-    "random_worker_name", "run_pool_worker",
-]
+__all__ = ["RedisException", "Worker", "WorkerSettings", "random_worker_name"]
+
+# ``run_pool_worker`` (above) is the replay pool's hook (``dranspose_fast.replay.pool``), not a
+# user's name: it is re-exported for the package and kept out of ``__all__``.

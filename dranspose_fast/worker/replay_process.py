@@ -19,13 +19,10 @@ from dranspose_fast import _batch
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.protocol import WorkerName, WorkerState
 from dranspose_fast.runtime import dataplane
-from dranspose_fast.runtime.tick import TickClock, new_shared_tick
+from dranspose_fast.runtime.tick import TickClock
 from dranspose_fast.runtime.usercode import Parameters, WorkerHost, encode_payload
 
-__all__ = [
-    "CREDIT", "DONE", "FINISH", "HELLO", "PARAMETERS", "BatchWorker",
-    "new_shared_tick", "run_pool_worker",
-]
+__all__: list[str] = []  # the replay pool's worker process: nothing here is the user's
 
 logger = logging.getLogger(__name__)
 
