@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any, ClassVar, Final, Literal
 
 import zmq
+from pydantic import BaseModel, ValidationError
 
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData, make_stream_data
@@ -42,11 +43,12 @@ from dranspose_fast.ingester.sources import (
     Counters,
     UpstreamSource,
 )
+from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 from dranspose_fast.protocol import StreamName
 
 __all__ = [
     "FrameError", "FramedIngester", "FramedSettings", "FramedSource", "Framer", "Framed",
-    "ProblemLog",
+    "ProblemLog", "check_model", "json_head",
 ]
 
 #: An event message: its kind (``START``, ``DATA`` or ``END``) and its frames.
@@ -87,11 +89,34 @@ class Framer:
         return ((DATA, frames),)
 
 
-def frame_bytes(frame: Any) -> bytes | memoryview:
-    """The bytes of a received frame, without a copy where possible."""
-    if isinstance(frame, zmq.Frame):
-        return frame.buffer
-    return frame if isinstance(frame, bytes) else memoryview(frame)
+def json_head(frame: Any, where: str) -> dict[str, Any]:
+    """A message's JSON part as an object, read as 0.2 read it (NaN, Infinity too).
+
+    Raises
+    ------
+    FrameError
+        naming ``where`` (e.g. ``"frame 0"``) if it is not a JSON object.
+    """
+    try:
+        return json_object(frame)
+    except JsonRefused as exc:
+        raise FrameError(where, str(exc)) from None
+
+
+def check_model(model: type[BaseModel], frame: Any, where: str) -> None:
+    """0.2's pydantic rules for a JSON part that is not exactly typed (the slow path).
+
+    Raises
+    ------
+    FrameError
+        naming ``where`` and the first field that fails.
+    """
+    try:
+        model.model_validate_json(bytes(frame))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise FrameError(f"{where} field {field!r}", err["msg"]) from None
 
 
 class ProblemLog:

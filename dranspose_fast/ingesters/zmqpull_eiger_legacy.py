@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import ValidationError
-
 from dranspose_fast.data.eiger_legacy import EigerLegacyImage
 from dranspose_fast.ingester import UpstreamSettings
 from dranspose_fast.ingester.framing import (
@@ -30,8 +28,9 @@ from dranspose_fast.ingester.framing import (
     FramedSettings,
     FrameError,
     Framer,
+    check_model,
+    json_head,
 )
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 from dranspose_fast.middlewares.eiger_legacy import IMAGE_PARTS, header_parts
 
 __all__ = [
@@ -49,12 +48,12 @@ class EigerLegacyFramer(Framer):
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if not frames:
             raise FrameError("parts", "an empty message")
-        head = _json_head(frames[0])
+        head = json_head(frames[0], "part 1 (message header)")
         htype = head.get("htype")
         n = len(frames)
         if htype == "dimage-1.0":
             if type(head.get("frame")) is not int:
-                _check_frame(frames[0])
+                check_model(EigerLegacyImage, frames[0], "part 1")
             if n not in IMAGE_PARTS:
                 raise FrameError("parts", f"an image has {n} parts, expected 5 (or 4)")
             return ((DATA, frames),)
@@ -67,23 +66,6 @@ class EigerLegacyFramer(Framer):
         if htype == "dseries_end-1.0":
             return ((END, frames),)
         raise FrameError("part 1 field 'htype'", f"{htype!r} is no Eiger legacy message type")
-
-
-def _check_frame(frame: Any) -> None:
-    """0.2's lax rule for ``frame`` (``"3"`` is frame 3); FrameError if it fails."""
-    try:
-        EigerLegacyImage.model_validate_json(bytes(frame))
-    except ValidationError as exc:
-        raise FrameError("part 1 field 'frame'",
-                         exc.errors(include_url=False)[0]["msg"]) from None
-
-
-def _json_head(frame: Any) -> dict[str, Any]:
-    """Frame 0 as a JSON object, read as 0.2 read it (NaN, Infinity); FrameError if not."""
-    try:
-        return json_object(frame)
-    except JsonRefused as exc:
-        raise FrameError("part 1 (message header)", str(exc)) from None
 
 
 class ZmqPullEigerLegacySettings(FramedSettings):

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import ValidationError
-
 from dranspose_fast.data.albaem import AlbaemBase, AlbaemData, AlbaemEnd, AlbaemStart
 from dranspose_fast.ingester import UpstreamSettings
 from dranspose_fast.ingester.framing import (
@@ -28,8 +26,9 @@ from dranspose_fast.ingester.framing import (
     FramedSettings,
     FrameError,
     Framer,
+    check_model,
+    json_head,
 )
-from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object
 
 __all__ = ["AlbaemFramer", "ZmqSubAlbaemIngester", "ZmqSubAlbaemSettings"]
 
@@ -48,7 +47,7 @@ class AlbaemFramer(Framer):
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if not frames:
             raise FrameError("frames", "an empty message")
-        msg = _json_head(frames[0])
+        msg = json_head(frames[0], "frame 0")
         mtype = msg.get("message_type")
         kind = _KINDS.get(mtype) if type(mtype) is str else None
         if kind is None or type(mtype) is not str:
@@ -60,26 +59,8 @@ class AlbaemFramer(Framer):
                 and (kind != DATA or (type(get("frame_number")) is int
                                       and type(get("timestamp")) in (float, int)
                                       and type(get("acquisition_timestamp")) is int))):
-            _check(frames[0], mtype)
+            check_model(_MODELS[mtype], frames[0], "frame 0")
         return ((kind, frames),)
-
-
-def _check(frame: Any, mtype: str) -> None:
-    """0.2's lax pydantic rules for a message not exactly typed; FrameError naming the field."""
-    try:
-        _MODELS[mtype].model_validate_json(bytes(frame))
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise FrameError(f"frame 0 field {field!r}", err["msg"]) from None
-
-
-def _json_head(frame: Any) -> dict[str, Any]:
-    """Frame 0 as a JSON object, read as 0.2 read it (NaN, Infinity); FrameError if not."""
-    try:
-        return json_object(frame)
-    except JsonRefused as exc:
-        raise FrameError("frame 0", str(exc)) from None
 
 
 class ZmqSubAlbaemSettings(FramedSettings):
