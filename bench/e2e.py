@@ -2,10 +2,22 @@
 
 Topology (all on loopback, real processes): Redis, controller, one ingester, K workers and the
 reducer; a PUSH source streams a STINS series of N images as fast as the pipeline takes them.
-The time runs from the first frame sent to the controller reporting every result reduced.
 The baseline is the same topology without dranspose: source → ``zmq.proxy`` relay → sink.
 
+By default it runs what a user runs (issue 13, item 1): the ``dranspose-fast`` command of
+each role with the CLI's defaults (no ``DFAST_*`` or ``LOG_LEVEL`` in the environment), a
+payload written as in dranspose 0.2 (``bench.payload02``), the components started in the
+README's order (controller, ingester, workers, reducer), the uniform map POSTed to
+``/api/v1/sequence``. The time runs from the source's first send to the reducer's last
+``process_result`` (the reducer notes its time in ``publish``, read over its HTTP API after
+the scan); the relay is timed from the same first send to its sink's last frame. Each
+difference from the project's earlier configuration can be switched on its own:
+``--payload trivial``, ``--fast-timings``, ``--order bench``, ``--launch module``,
+``--end done-file|controller``; ``--ab="FLAGS"`` interleaves runs of the default (A) and of
+the default plus FLAGS (B), each beside its own relay.
+
     python bench/e2e.py --frames 20000 --shape 64 64 --workers 2 --repeats 3
+    python bench/e2e.py --frames 20000 --repeats 5 --ab="--payload trivial"
     python bench/e2e.py --frames 1000 --shape 512 1024 --workers 2 --map batched
 
 Reports medians of the repeats, events/s, GB/s and CPU seconds per process (from /proc).
@@ -31,6 +43,8 @@ import ctypes
 import json
 import multiprocessing
 import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import zmq
 
@@ -251,31 +266,113 @@ def start_profiles(procs: dict[str, Any], out: Path, seconds: float) -> list[Any
             for name, proc in procs.items()]
 
 
+#: The environment ``tests/ensemble.py`` sets for tests and that a user does not:
+#: short config TTL and interval (``--fast-timings`` keeps them), an explicit log level (the
+#: CLI's default is the same INFO) and a build-meta file.
+TEST_ONLY_ENV = ("DFAST_CONFIG_TTL", "DFAST_CONFIG_INTERVAL", "LOG_LEVEL", "BUILD_META_FILE")
+
+PAYLOADS = {
+    "02": ("bench.payload02:Worker02", "bench.payload02:Reducer02"),
+    "trivial": ("bench.trivial:TrivialWorker", "bench.trivial:TrivialReducer"),
+}
+
+
+class UserEnsemble(Ensemble):
+    """``tests.ensemble.Ensemble`` with the CLI's defaults and the ``dranspose-fast`` command.
+
+    ``fast_timings`` keeps the tests' settings (``DFAST_CONFIG_TTL=2``,
+    ``DFAST_CONFIG_INTERVAL=0.2``, ``LOG_LEVEL=INFO``); ``launch="module"`` runs
+    ``python -m dranspose_fast.cli`` as the tests do instead of the installed command.
+    Logs go to files in both cases (a user's go to a terminal).
+    """
+
+    def __init__(self, redis_url: str, tmp: Path, fast_timings: bool, launch: str) -> None:
+        super().__init__(redis_url, tmp)
+        if not fast_timings:
+            for key in [*TEST_ONLY_ENV, *(k for k in self.env if k.startswith("DFAST_"))]:
+                self.env.pop(key, None)
+        command = shutil.which("dranspose-fast")
+        if launch == "script" and command is None:
+            raise SystemExit("dranspose-fast is not on PATH (pip install -e .)")
+        self.command = ([command] if launch == "script" and command
+                        else [sys.executable, "-m", "dranspose_fast.cli"])
+
+    def spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        self.logs[name] = log
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([*self.command, *args], env={**self.env, **env},
+                                    stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs[name] = proc
+        return proc
+
+
+def wait_until(ens: Ensemble, what: str, check: Callable[[], bool], poll: float,
+               timeout: float) -> None:
+    """``Ensemble.wait`` with the polling interval as a setting (``--poll``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in ens.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited ({proc.returncode}) while waiting for "
+                                     f"{what}\n{ens.all_logs()}")
+        try:
+            if check():
+                return
+        except Exception:  # HTTP errors while a component starts
+            pass
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}\n{ens.all_logs()}")
+
+
+def read_publish(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Values of ``publish`` read over the reducer's HTTP API, as a 0.2 user reads them."""
+    import h5pyd
+
+    with h5pyd.File("/", "r", endpoint=url) as f:
+        return {k: f[k][()] for k in keys}
+
+
 def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
              tmp: Path, paced: PacedSender | None = None,
-             profile: Path | None = None) -> dict[str, Any]:
+             profile: Path | None = None, cfg: argparse.Namespace | None = None,
+             ) -> dict[str, Any]:
+    cfg = cfg or argparse.Namespace(payload="02", fast_timings=False, order="readme",
+                                    launch="script", end="publish", poll=0.05,
+                                    poll_client="reuse", settle=0.0)
     redis = RedisServer(tmp)
     redis.start()
-    ens = Ensemble(redis.url, tmp)
+    ens = UserEnsemble(redis.url, tmp, cfg.fast_timings, cfg.launch)
     source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
     latency_file = tmp / "latency.npz"
     ens.env[LATENCY_FILE_ENV] = str(latency_file)
     done_file = tmp / "done.txt"
-    ens.env[DONE_FILE_ENV] = str(done_file)
+    if cfg.end == "done-file" or cfg.payload == "trivial":
+        ens.env[DONE_FILE_ENV] = str(done_file)
     worker_cls, reducer_cls = (
         ("bench.latency_classes:LatencyWorker", "bench.latency_classes:LatencyReducer")
-        if paced is not None else ("bench.trivial:TrivialWorker", "bench.trivial:TrivialReducer"))
+        if paced is not None else PAYLOADS[cfg.payload])
+    names = [f"w{i}" for i in range(workers)]
+    if cfg.order == "bench":  # the order tests/ensemble.py's start() and this bench used
+        steps = ["controller", "reducer", *names, "ingester"]
+    else:  # README.md's "Live" section: controller, ingester, worker(s), reducer
+        steps = ["controller", "ingester", *names, "reducer"]
     try:
-        ens.controller()
-        ens.reducer(reducer_cls)
-        names = [f"w{i}" for i in range(workers)]
-        for name in names:
-            ens.worker(name, worker_cls)
-        ens.ingester("eiger", source.url)
+        for step in steps:
+            if step == "controller":
+                ens.controller()
+            elif step == "reducer":
+                ens.reducer(reducer_cls)
+            elif step == "ingester":
+                ens.ingester("eiger", source.url)
+            else:
+                ens.worker(step, worker_cls)
         ens.wait_ready(["eiger"], names, timeout=60)
         span = 10 if mapping == "batched" else 1
         cells = [[vw(i // span)] for i in range(frames)]
         ens.sequence({"parts": {"main": {"eiger": cells}}, "sequence": ["main"]})
+        if cfg.settle:
+            time.sleep(cfg.settle)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
         threads0 = {n: thread_cpu_seconds(p.pid) for n, p in ens.procs.items()}
         spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
@@ -285,9 +382,24 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
             paced(source.socket)
         else:  # the very sender the raw relay gets: the same source work in both runs
             burst_sender(source, frames)(source.socket)
-        progress = ens.wait_finished(timeout=600)
+        # The bench's own polling runs on the same 2 cores as the pipeline: one kept client
+        # (default) or ``httpx.get`` per poll (``--poll-client new``, what
+        # ``tests.ensemble.Ensemble.get`` does, a new client each time). ``cpu["bench_wait"]``
+        # is what the waiting cost: 0.04 s against 0.07 s per 20 k-event run.
+        cpu_wait0 = time.process_time()
+        if cfg.poll_client == "reuse":
+            with httpx.Client(base_url=ens.controller_url, timeout=10) as client:
+                wait_until(ens, "the scan to finish",
+                           lambda: client.get("/api/v1/progress").json()["finished"],
+                           cfg.poll, 600)
+        else:
+            wait_until(ens, "the scan to finish",
+                       lambda: ens.get("/api/v1/progress").json()["finished"], cfg.poll, 600)
         seconds = time.perf_counter() - t0
+        cpu_wait = time.process_time() - cpu_wait0
+        progress = ens.get("/api/v1/progress").json()
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
+        cpu["bench_wait"] = round(cpu_wait, 3)
         threads = {n: {k: round(v - threads0[n][k], 2)
                        for k, v in thread_cpu_seconds(p.pid).items()}
                    for n, p in ens.procs.items()}
@@ -299,9 +411,24 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
                                "status_keys": sorted(status)}
         if paced is None:
             # Timed to the last result reduced, as the relay is timed to its sink's last frame
-            # (the controller notices the end later and the REST polling adds up to 50 ms).
-            ens.wait("the reducer's finish", done_file.exists, timeout=30)
-            out["seconds"] = float(done_file.read_text()) - wall0
+            # (the controller notices the end later and the REST polling adds up to --poll).
+            # The reducer notes the instant itself; how it is read afterwards (publish over
+            # HTTP or a file written at finish) does not change it.
+            if cfg.payload == "02" and cfg.end != "done-file":
+                def counted() -> bool:
+                    got = read_publish(ens.reducer_url, ("count", "first_result",
+                                                         "last_result"))
+                    out["published"] = {k: float(v) for k, v in got.items()}
+                    return int(got["count"]) >= progress.get("completed_events", 0) > 0
+                wait_until(ens, "the reducer's publish", counted, 0.05, 30)
+                last = out["published"]["last_result"]
+                out["seconds_to_first_result"] = out["published"]["first_result"] - wall0
+            else:
+                ens.wait("the reducer's finish", done_file.exists, timeout=30)
+                last = float(done_file.read_text())
+            out["seconds_to_reducer"] = last - wall0
+            out["seconds"] = (seconds if cfg.end == "controller"
+                              else out["seconds_to_reducer"])
         else:
             cpu["source"] = round(paced.cpu, 2)
             ens.wait("the reducer's latency file", latency_file.exists, timeout=30)
@@ -319,36 +446,86 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         return out
     finally:
         source.close()
-        ens.stop_all()
+        # Each component on its own: one that does not stop on SIGTERM (killed, reported)
+        # neither hides the error that ended the run nor leaves the others running.
+        for name in reversed(list(ens.procs)):
+            try:
+                ens.stop(name)
+            except AssertionError as exc:
+                print(f"warning: {str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
         redis.stop()
 
 
 # === main ===
 
 
-def _throughput(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, Any]:
+def _one_run(args: argparse.Namespace, shape: tuple[int, int], label: str,
+             r: int) -> dict[str, Any]:
+    """The relay, then the pipeline, back to back: one same-run pair."""
+    events = args.frames + 2
+    for attempt in range(3):
+        base = raw_relay(args.frames, shape)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp),
+                                profile=args.profile / f"{label}run{r}" if args.profile
+                                else None, cfg=args)
+            break
+        except AssertionError as exc:  # a component failed to start (a port taken, ...)
+            print(f"{label}run {r}: attempt {attempt} failed, again: "
+                  f"{str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
+    else:
+        raise SystemExit(f"{label}run {r} failed three times")
+    print(f"{label}run {r}: ours {events / ours['seconds']:,.0f} events/s (to the reducer's "
+          f"last result: {events / ours['seconds_to_reducer']:,.0f}, until the controller "
+          f"reports: {events / ours['seconds_to_controller']:,.0f}), raw relay "
+          f"{events / base['seconds']:,.0f} frames/s, ratio "
+          f"{base['seconds'] / ours['seconds']:.2f}; cpu {ours['cpu']}; libzmq I/O threads "
+          f"{ {n: t['zmq_io'] for n, t in ours['cpu_threads'].items()} }; relay "
+          f"{base['cpu_relay_threads']}; load {os.getloadavg()[0]:.2f}", flush=True)
+    return {"baseline": base, "ours": ours, "ratio": base["seconds"] / ours["seconds"],
+            "load": os.getloadavg()}
+
+
+def _summary(args: argparse.Namespace, shape: tuple[int, int],
+             runs: list[dict[str, Any]]) -> dict[str, Any]:
     nbytes = shape[0] * shape[1] * 2
     events = args.frames + 2
-    runs: list[dict[str, Any]] = []
-    for r in range(args.repeats):
-        base = raw_relay(args.frames, shape)
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp),
-                            profile=args.profile / f"run{r}" if args.profile else None)
-        runs.append({"baseline": base, "ours": ours})
-        print(f"run {r}: ours {events / ours['seconds']:,.0f} events/s (until the controller "
-              f"reports: {events / ours['seconds_to_controller']:,.0f}), raw relay "
-              f"{events / base['seconds']:,.0f} frames/s; cpu {ours['cpu']}; libzmq I/O threads "
-              f"{ {n: t['zmq_io'] for n, t in ours['cpu_threads'].items()} }; relay "
-              f"{base['cpu_relay_threads']}", flush=True)
     ours_s = statistics.median(r["ours"]["seconds"] for r in runs)
     base_s = statistics.median(r["baseline"]["seconds"] for r in runs)
+    ratios = [r["ratio"] for r in runs]
+    rates = [events / r["ours"]["seconds"] for r in runs]
     return {
         "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
-        "events_per_s": events / ours_s, "GB_per_s": args.frames * nbytes / ours_s / 1e9,
+        "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
+                                                 "end", "poll", "poll_client", "settle")},
+        "events_per_s": events / ours_s, "events_per_s_range": [min(rates), max(rates)],
+        "GB_per_s": args.frames * nbytes / ours_s / 1e9,
         "raw_frames_per_s": events / base_s, "raw_GB_per_s": args.frames * nbytes / base_s / 1e9,
-        "ratio_to_raw": base_s / ours_s, "runs": runs,
+        "ratio_to_raw": base_s / ours_s, "ratio_median": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)], "runs": runs,
     }
+
+
+def _throughput(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, Any]:
+    runs = [_one_run(args, shape, "", r) for r in range(args.repeats)]
+    return _summary(args, shape, runs)
+
+
+def _ab(args: argparse.Namespace, b_args: argparse.Namespace,
+        shape: tuple[int, int]) -> dict[str, Any]:
+    """A, B, A, B, ...: each run beside its own relay, the same machine state for both."""
+    a_runs: list[dict[str, Any]] = []
+    b_runs: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        a_runs.append(_one_run(args, shape, "A ", r))
+        b_runs.append(_one_run(b_args, shape, "B ", r))
+    a, b = _summary(args, shape, a_runs), _summary(b_args, shape, b_runs)
+    pairs = [rb["ours"]["seconds"] / ra["ours"]["seconds"]
+             for ra, rb in zip(a_runs, b_runs, strict=True)]
+    return {"A": a, "B": b, "B_flags": args.ab,
+            "B_seconds_over_A": statistics.median(pairs),
+            "B_seconds_over_A_range": [min(pairs), max(pairs)]}
 
 
 def _fmt(stats: dict[str, float]) -> str:
@@ -370,7 +547,7 @@ def _latency(args: argparse.Namespace, shape: tuple[int, int]) -> dict[str, Any]
             base = raw_relay(args.frames, shape, paced, Path(tmp))
             paced = PacedSender(shape, args.frames, args.latency, args.spin_us, args.lead_in)
             ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp), paced,
-                            args.profile / f"run{r}" if args.profile else None)
+                            args.profile / f"run{r}" if args.profile else None, cfg=args)
         samples = {**ours.pop("samples"), "lateness": ours.pop("lateness_samples"),
                    "raw_latency": base.pop("samples")}
         if args.json:  # the raw samples beside the summary, for plots
@@ -413,8 +590,49 @@ def main() -> None:
                         help="py-spy record every component while the series is sent "
                              "(collapsed stacks in DIR/run<N>/<component>.txt)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    user = parser.add_argument_group(
+        "what runs (default: what a user runs; each flag restores one difference of the "
+        "project's earlier configuration)")
+    user.add_argument("--payload", choices=sorted(PAYLOADS), default="02",
+                      help="02: bench.payload02, classes written as in dranspose 0.2 (dict "
+                           "results, publish); trivial: bench.trivial (**kwargs, int results)")
+    user.add_argument("--fast-timings", action="store_true",
+                      help="the tests' environment: DFAST_CONFIG_TTL=2, "
+                           "DFAST_CONFIG_INTERVAL=0.2, LOG_LEVEL=INFO (default: none set, "
+                           "the CLI's 10 s and 1.3 s)")
+    user.add_argument("--order", choices=["readme", "bench"], default="readme",
+                      help="readme: controller, ingester, workers, reducer; bench: controller, "
+                           "reducer, workers, ingester")
+    user.add_argument("--launch", choices=["script", "module"], default="script",
+                      help="script: the dranspose-fast command; module: python -m "
+                           "dranspose_fast.cli")
+    user.add_argument("--end", choices=["publish", "done-file", "controller"],
+                      default="publish",
+                      help="publish: the reducer's last process_result, noted in publish and "
+                           "read over HTTP after the scan; done-file: the same instant written "
+                           "to a file at finish; controller: until the controller reports the "
+                           "scan finished")
+    user.add_argument("--poll", type=float, default=0.05,
+                      help="seconds between the bench's polls of /api/v1/progress during a run")
+    user.add_argument("--poll-client", choices=["reuse", "new"], default="reuse",
+                      help="reuse: one HTTP client for the polls; new: httpx.get per poll "
+                           "as tests/ensemble.py does")
+    user.add_argument("--settle", type=float, default=0.0,
+                      help="seconds between the sequence POST's answer and the first send")
+    parser.add_argument("--ab", default=None, metavar="FLAGS",
+                        help="interleave runs of these settings (A) and of them plus FLAGS (B)")
     args = parser.parse_args()
     shape = (args.shape[0], args.shape[1])
+    if args.ab:
+        b_args = parser.parse_args([*sys.argv[1:], *shlex.split(args.ab)])
+        result = _ab(args, b_args, shape)
+        for key in ("A", "B"):
+            print(key, json.dumps({k: v for k, v in result[key].items() if k != "runs"}))
+        print(json.dumps({k: result[k] for k in ("B_flags", "B_seconds_over_A",
+                                                  "B_seconds_over_A_range")}))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1, default=str))
+        return
     if args.latency:
         summary = _latency(args, shape)
     else:
