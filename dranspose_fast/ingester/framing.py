@@ -216,6 +216,7 @@ class FramedSource(UpstreamSource):
             except FrameError as exc:
                 self.counters.malformed += 1
                 self.problems.report(self.received, str(exc))
+                drained += 1  # a flood of bad messages must not hold the data loop
                 continue
             for kind, out in framed:
                 if rules.keep(kind, self.received):
