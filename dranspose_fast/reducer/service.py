@@ -45,6 +45,7 @@ from dranspose_fast.runtime.settings import ReducerSettings
 from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
+    close_user_object,
     decode_payload,
     describe,
 )
@@ -169,12 +170,7 @@ class Reducer(Service):
         host = self.host
         if host is not None:
             host.stop_timer()
-            user_close = getattr(host.instance, "close", None)
-            if user_close is not None:
-                try:
-                    user_close(self.context)
-                except Exception:
-                    self.log.exception("reducer: close(context) raised")
+            close_user_object(host.instance, self.context, self.log, "reducer")
         super().close()
         self.pull.close(linger=0)
         self.ctx.term()

@@ -44,6 +44,19 @@ def instantiate(cls: type, **kwargs: Any) -> Any:
     return cls(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
+def close_user_object(instance: Any, context: dict[str, Any], log: logging.Logger,
+                      who: str) -> None:
+    """Call the user's ``close(context)`` if the class has one (0.2: at service shutdown); an
+    exception it raises is logged, never propagated: the service is closing regardless."""
+    user_close = getattr(instance, "close", None)
+    if user_close is None:
+        return
+    try:
+        user_close(context)
+    except Exception:
+        log.exception("%s: close(context) raised", who)
+
+
 def _positional_arity(method: Callable[..., Any]) -> int:
     """How many positional arguments a bound method takes (``*args`` counts as many)."""
     try:

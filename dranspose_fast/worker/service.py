@@ -67,6 +67,7 @@ from dranspose_fast.runtime.tick import RedisTickClock
 from dranspose_fast.runtime.usercode import (
     Parameters,
     WorkerHost,
+    close_user_object,
     describe,
     encode_payload,
 )
@@ -219,12 +220,8 @@ class Worker(Service):
         self.credits.wake()
         self.credits.flush()
         host = self._scan.host if self._scan is not None else self._last_host
-        user_close = getattr(host.instance, "close", None) if host is not None else None
-        if user_close is not None:
-            try:
-                user_close(self.context)
-            except Exception:
-                self.log.exception("worker %s: close(context) raised", self.name)
+        if host is not None:
+            close_user_object(host.instance, self.context, self.log, f"worker {self.name}")
         super().close()
         self._commands.close()
         self.ctx.term()
