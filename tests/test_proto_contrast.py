@@ -42,7 +42,7 @@ from dranspose_fast.ingesters.zmqsub_contrast import (
 from dranspose_fast.middlewares.contrast import ContrastDecodeError, parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CAPTURES, CaptureSender, read_capture
-from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
+from tests.compat.dr02 import dr02_output, dr02_python, ingest_until_quiet, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
 from tests.protocol_harness import stream_capture
@@ -120,24 +120,8 @@ print(json.dumps(res))
 '''
 
 # 0.2's own ingester generator on a real socket: every event message it yields, as hex.
-DR02_INGEST = '''
-import asyncio, json, sys, zmq.asyncio
-from dranspose.ingesters.zmqsub_contrast import ZmqSubContrastIngester, ZmqSubContrastSettings
-async def main():
-    ing = ZmqSubContrastIngester(ZmqSubContrastSettings(upstream_url=sys.argv[1],
-                                                        ingester_streams=["c"]))
-    ing.ctx = zmq.asyncio.Context()
-    gen = ing.run_source("c").__aiter__()
-    out = []
-    while True:
-        try:
-            data = await asyncio.wait_for(gen.__anext__(), float(sys.argv[2]))
-        except asyncio.TimeoutError:
-            break
-        out.append([data.typ, [bytes(f.bytes).hex() for f in data.frames]])
-    print(json.dumps(out))
-asyncio.run(main())
-'''
+DR02_INGEST = ingest_until_quiet("zmqsub_contrast", "ZmqSubContrastIngester",
+                                 "ZmqSubContrastSettings")
 
 
 # === parser ===

@@ -48,7 +48,7 @@ from dranspose_fast.ingesters.zmqsub_lecroy import (
 from dranspose_fast.middlewares.lecroy import LecroyDecodeError, decode_header, parse
 from dranspose_fast.protocol import StreamName
 from tests.captures import CaptureSender, read_capture
-from tests.compat.dr02 import dr02_output, dr02_python, run_dr02, spawn_dr02
+from tests.compat.dr02 import dr02_output, dr02_python, ingest_until_quiet, run_dr02, spawn_dr02
 from tests.conftest import wait_for
 from tests.ingester_harness import Harness, as_bytes, harness  # noqa: F401 (fixture)
 from tests.protocol_harness import stream_capture
@@ -142,24 +142,8 @@ for frames in cases:
 print(json.dumps(res))
 '''
 
-DR02_INGEST = '''
-import asyncio, json, sys, zmq.asyncio
-from dranspose.ingesters.zmqsub_lecroy import ZmqSubLecroyIngester, ZmqSubLecroySettings
-async def main():
-    ing = ZmqSubLecroyIngester(ZmqSubLecroySettings(upstream_url=sys.argv[1],
-                                                    ingester_streams=["l"]))
-    ing.ctx = zmq.asyncio.Context()
-    gen = ing.run_source("l").__aiter__()
-    out = []
-    while True:
-        try:
-            data = await asyncio.wait_for(gen.__anext__(), float(sys.argv[2]))
-        except asyncio.TimeoutError:
-            break
-        out.append([data.typ, [bytes(f.bytes).hex() for f in data.frames]])
-    print(json.dumps(out))
-asyncio.run(main())
-'''
+DR02_INGEST = ingest_until_quiet("zmqsub_lecroy", "ZmqSubLecroyIngester",
+                                 "ZmqSubLecroySettings")
 
 
 # === parser ===

@@ -130,3 +130,29 @@ def dr02_output(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> bytes:
             proc.communicate()
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     return out
+
+
+_INGEST_UNTIL_QUIET = '''
+import asyncio, json, sys, zmq.asyncio
+from dranspose.ingesters.{module} import {ingester}, {settings}
+async def main():
+    ing = {ingester}({settings}(upstream_url=sys.argv[1], ingester_streams=["s"]))
+    ing.ctx = zmq.asyncio.Context()
+    gen = ing.run_source("s").__aiter__()
+    out = []
+    while True:
+        try:
+            data = await asyncio.wait_for(gen.__anext__(), float(sys.argv[2]))
+        except asyncio.TimeoutError:
+            break
+        out.append([data.typ, [bytes(f.bytes).hex() for f in data.frames]])
+    print(json.dumps(out))
+asyncio.run(main())
+'''
+
+
+def ingest_until_quiet(module: str, ingester: str, settings: str) -> str:
+    """A script for 0.2's python: drive 0.2's own ``run_source`` of ``ingester`` (in
+    ``dranspose.ingesters.<module>``) on the upstream ``argv[1]`` and print every event message
+    it yields (typ, frames as hex) once nothing came for ``argv[2]`` seconds."""
+    return _INGEST_UNTIL_QUIET.format(module=module, ingester=ingester, settings=settings)
