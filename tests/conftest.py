@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from dranspose_fast.runtime import ports
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +39,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = ""
 
 
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (servers that can take port 0 should)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on every interface, outside the range the kernel gives connections."""
+    return ports.free_port()
 
 
 def redis_server_binary() -> str:
