@@ -15,7 +15,8 @@ The same framer serves both paths of an ingester:
 Phases are the series rules every 0.2 ingester follows: wait for a start message, forward
 through the end message, then drain until the next scan.  A message that breaks them (data
 before the start, a second start) or that cannot be read is dropped and counted as
-``malformed``; ``ProblemLog`` writes at most one line per stream every few seconds.
+``malformed`` (one of a type the protocol does not know as ``dropped_unknown_type``);
+``ProblemLog`` writes at most one line per stream every few seconds.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from dranspose_fast.protocol import StreamName
 
 __all__ = [
     "FrameError", "FramedIngester", "FramedSettings", "FramedSource", "Framer", "Framed",
-    "ProblemLog", "check_model", "json_head",
+    "ProblemLog", "UnknownMessageType", "check_model", "count_dropped", "json_head",
 ]
 
 #: An event message: its kind (``START``, ``DATA`` or ``END``) and its frames.
@@ -65,6 +66,19 @@ class FrameError(DecodeError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class UnknownMessageType(FrameError):
+    """An upstream message of a type its protocol does not know (a newer firmware's, say):
+    dropped and counted as ``dropped_unknown_type``, not as malformed."""
+
+
+def count_dropped(counters: Counters, exc: FrameError) -> None:
+    """Count one upstream message that ``Framer.feed`` refused."""
+    if isinstance(exc, UnknownMessageType):
+        counters.dropped_unknown_type += 1
+    else:
+        counters.malformed += 1
 
 
 class Framer:
@@ -214,7 +228,7 @@ class FramedSource(UpstreamSource):
             try:
                 framed = self.framer.feed(frames)
             except FrameError as exc:
-                self.counters.malformed += 1
+                count_dropped(self.counters, exc)
                 self.problems.report(self.received, str(exc))
                 drained += 1  # a flood of bad messages must not hold the data loop
                 continue
@@ -290,7 +304,7 @@ class FramedIngester(Ingester):
             try:
                 framed = framer.feed(frames)
             except FrameError as exc:
-                counters.malformed += 1
+                count_dropped(counters, exc)
                 problems.report(received, str(exc))
                 continue
             for kind, out in framed:

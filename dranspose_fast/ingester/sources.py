@@ -72,6 +72,8 @@ class Counters:
     discarded_outside_scan: int = 0
     #: Upstream messages that could not be classified, dropped with a log line.
     malformed: int = 0
+    #: Upstream messages of a type their protocol does not know, dropped with a log line.
+    dropped_unknown_type: int = 0
     #: Events dropped from the queue of a worker that stayed unreachable (logged as errors).
     dropped_for_absent_workers: int = 0
     #: Events (rows with at least one of our streams) handled.

@@ -27,6 +27,7 @@ BUILTIN_INGESTERS: dict[str, str] = {
     "ZmqPullSingleIngester": "zmqpull_single:ZmqPullSingleIngester",
     "MultipartIngester": "multipart:MultipartIngester",
     "ZmqPullEigerLegacyIngester": "zmqpull_eiger_legacy:ZmqPullEigerLegacyIngester",
+    "ZmqPullStream2Ingester": "zmqpull_stream2:ZmqPullStream2Ingester",
     "ZmqSubXspressIngester": "zmqsub_xspress3:ZmqSubXspressIngester",
     "ZmqSubContrastIngester": "zmqsub_contrast:ZmqSubContrastIngester",
     "ZmqSubPCAPIngester": "zmqsub_pcap:ZmqSubPCAPIngester",

@@ -59,7 +59,7 @@ def parser_for(typ: str) -> Callable[[Any], Any]:
     if typ == "albaem":
         return _parse_albaem
     names = {"xspress": "xspress", "PCAP": "pcap", "EIGER_LEGACY": "eiger_legacy",
-             "contrast": "contrast"}
+             "contrast": "contrast", "STREAM2": "stream2"}  # STREAM2: ours only
     if typ in names:
         return _module(f"middlewares.{names[typ]}").parse  # type: ignore[no-any-return]
     if typ.startswith("lecroy") and typ == _module("data.lecroy").LECROY_TYPE:
