@@ -7,6 +7,7 @@ ours.  The compiled decoder itself is tested in ``tests/test_ext_stream2.py``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import cbor2
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dranspose_fast.data.stream2 import (
     GoniometerAxis,
@@ -296,3 +299,36 @@ def test_live_run_dump_and_replay_agree(recorded_series: Path, redis_url: str,
         (result,) = live[str(k)]
         assert result["streams"]["eiger2"] == summarise(_sd(message)), f"event {k}"
         assert "error" not in result["streams"]["eiger2"]
+
+
+# === fuzz: only the documented errors escape ===
+
+
+_FUZZ_BASE = [start_message(1, shape=(4, 6), header_detail="all"),
+              image_message(1, 0, {"t": np.arange(24, dtype="<u2").reshape(4, 6)},
+                            compression="bslz4"),
+              image_message(1, 1, {"t": np.arange(24, dtype="<u4").reshape(4, 6)}),
+              end_message(1)]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.sampled_from(_FUZZ_BASE), st.data())
+def test_fuzz_parse_and_framer(base: bytes, data: st.DataObject) -> None:
+    """Flip, cut or insert bytes of real messages: the framer raises FrameError and parse
+    Stream2DecodeError, nothing else (any other exception fails the test)."""
+    msg = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(msg) - 1))
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip":
+            msg[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "cut":
+            del msg[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            msg[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
+        if not msg:
+            msg = bytearray(b"\x00")
+    with contextlib.suppress(FrameError):
+        Stream2Framer().feed([bytes(msg)])
+    with contextlib.suppress(Stream2DecodeError):
+        parse(_sd(bytes(msg)))
