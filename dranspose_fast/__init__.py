@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # The compiled core.  Importing from a checkout that was never built must say how to fix it.
 _EXTENSIONS: tuple[str, ...] = (
-    "_assemble", "_batch", "_binding", "_cborscan", "_route", "_stins", "_triggermap",
+    "_assemble", "_batch", "_binding", "_cborscan", "_route", "_stins", "_stream2", "_triggermap",
 )
 
 for _ext in _EXTENSIONS:
