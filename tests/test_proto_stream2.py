@@ -160,16 +160,18 @@ IMAGE = image_message(1, 0, {"threshold_1": np.ones((4, 4), "<u2")})
     (_edit(IMAGE, type=None), "type", "missing"),
     (_edit(IMAGE, series_id=None), "series_id", "missing"),
     (_edit(IMAGE, image_id="3"), "image_id", "unsigned integer"),
-    (_edit(IMAGE, data={"threshold_1": b"\x00" * 32}), "data['threshold_1']", "tag 40"),
+    (_edit(IMAGE, data={"threshold_1": b"\x00" * 32}), 'data["threshold_1"]', "tag 40"),
     (_edit(IMAGE, data=[1, 2]), "data", "map"),
     (_edit(IMAGE, real_time=[1, 0]), "real_time", "rational"),
     (_edit(IMAGE, series_date="yesterday"), "series_date", "date-time"),
     (_edit(start_message(1), channels=5), "channels", "list"),
     (_edit(start_message(1), count_time="long"), "count_time", "number"),
+    (_edit(start_message(1), goniometer={"omega": {"start": "x"}}),
+     'goniometer["omega"]["start"]', "number"),
     (cbor2.dumps([1, 2]), "", "expected a map"),
     (b"\xff\x00", "", ""),
 ], ids=["type", "no-type", "no-series", "image-id", "channel", "data", "real-time", "date",
-        "channels", "count-time", "array", "not-cbor"])
+        "channels", "count-time", "goniometer", "array", "not-cbor"])
 def test_bad_messages_name_the_field(message: bytes, field: str, words: str) -> None:
     with pytest.raises(Stream2DecodeError) as info:
         parse(_sd(message))

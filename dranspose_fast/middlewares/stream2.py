@@ -95,7 +95,7 @@ def _image(msg: dict[str, Any]) -> Stream2Image:
                      f"is a {_kind(channels)}, expected a map of channel name to image")
     for name, array in channels.items():
         if type(array) is not np.ndarray:
-            raise _error(f"data[{name!r}]", f"is a {_kind(array)}, expected a multi-dimensional "
+            raise _error(f'data["{name}"]', f"is a {_kind(array)}, expected a multi-dimensional "
                          "array (tag 40 or 1040)")
     for field in _TIMES:
         value = msg.get(field)
@@ -114,7 +114,9 @@ def _start(msg: dict[str, Any]) -> Stream2Start:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = err["loc"]
-        field = str(loc[0]) + "".join(f"[{p!r}]" for p in loc[1:])
+        # the decoder's path style: data["threshold_1"], channels[2]
+        field = str(loc[0]) + "".join(f'["{p}"]' if isinstance(p, str) else f"[{p}]"
+                                      for p in loc[1:])
         raise _error(field, f"{err['msg']} (got {short(err.get('input'))})") from None
 
 
