@@ -123,7 +123,7 @@ def _start(msg: dict[str, Any]) -> Stream2Start:
 def _rational(field: str, value: Any) -> Rational:
     if (type(value) is list and len(value) == 2 and type(value[0]) is int
             and type(value[1]) is int and value[1] > 0):
-        return Rational(value[0], value[1])
+        return tuple.__new__(Rational, value)  # checked: skip NamedTuple's Python __new__
     raise _error(field, f"is {short(value)}, expected a rational [numerator, denominator > 0]")
 
 
