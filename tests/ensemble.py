@@ -48,20 +48,36 @@ class Ensemble:
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.controller_url = ""
         self.reducer_url = ""
 
     # === processes ===
 
-    def spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, args: list[str], append: bool = False,
+              **env: str) -> subprocess.Popen[bytes]:
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
-        with open(log, "wb") as fh:
+        with open(log, "ab" if append else "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "dranspose_fast.cli", *args],
                                     env={**self.env, **env}, stdout=fh, stderr=subprocess.STDOUT,
                                     cwd=ROOT)
         self.procs[name] = proc
+        self.commands[name] = (args, env)
         return proc
+
+    def kill(self, name: str) -> None:
+        """kill -9 one component (it is gone from ``procs``; ``respawn`` brings it back)."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``name`` again with the same command line and environment (same ports)."""
+        args, env = self.commands[name]
+        with open(self.logs[name], "ab") as fh:
+            fh.write(b"\n===== respawned =====\n")
+        return self.spawn(name, args, append=True, **env)
 
     def controller(self) -> None:
         port = free_port()

@@ -217,7 +217,8 @@ def test_parameter_round_trip(client: TestClient, sim: Sim) -> None:
 def test_status_config_and_load(client: TestClient, sim: Sim) -> None:
     assert client.get("/api/v1/status").json()["mapping_uuid"] is None
     assert client.get("/api/v1/load").json() == {}
-    cfg = client.get("/api/v1/config").json()
+    cfg = wait_for(lambda: (c := client.get("/api/v1/config").json())["workers"] and c,
+                   what="the simulated workers' configs")  # slow on a loaded machine
     assert sorted(w["name"] for w in cfg["workers"]) == ["w0", "w1"]
     assert cfg["ingesters"][0]["streams"] == ["eiger", "orca"]
     assert cfg["reducer"]["name"] == "reducer"

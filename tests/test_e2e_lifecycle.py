@@ -198,12 +198,28 @@ def test_errors_are_counted_and_the_scan_goes_on(ens: Ensemble, source: StinsSou
         "/api/v1/config").json()["ingesters"][0]["counters"]["malformed"] == 1, timeout=10)
 
 
-def test_unloadable_worker_class_is_reported_not_fatal(ens: Ensemble,
-                                                       source: StinsSource) -> None:
-    start(ens, source, workers=1, cls="tests.e2e_classes:NoSuchClass")
+def test_unloadable_worker_class_takes_no_events_and_is_reported(
+        ens: Ensemble, source: StinsSource) -> None:
+    ens.controller()
+    ens.reducer()
+    ens.worker("w0", cls="tests.e2e_classes:NoSuchClass")
+    ens.worker("w1")
+    ens.ingester("eiger", source.url)
+    ens.wait_ready(["eiger"], ["w0", "w1"])
+    ens.wait("w0 reported not ready", lambda: "NoSuchClass" in ens.get(
+        "/api/v1/status").json()["not_ready_workers"].get("w0", ""))
+    # a map that needs two workers in one event cannot run on the one ready worker
+    two = {"parts": {"main": {"eiger": [[vw(0), vw(1)]]}}, "sequence": ["main"]}
+    answer = ens.post("/api/v1/sequence", json=two)
+    assert answer.status_code == 400 and "only 1 workers available" in answer.text
     ens.sequence(uniform(["eiger"], 3))
     source.send_series(3)
     assert ens.wait_finished()["finished"]
+    records = ens.published()["records"]
+    assert {r["worker"] for r in records} == {"w1"}
+    assert sorted(r["event"] for r in records if 0 < r["event"] < 4) == [1, 2, 3]
+    status = ens.get("/api/v1/status").json()
+    assert status["reason"] == "completed" and status["lost_workers"] == {}
     assert "NoSuchClass" in ens.log("w0")
 
 

@@ -29,22 +29,29 @@ from dranspose_fast.controller.ensemble import (
     EnsembleState,
     RequestError,
     Streams,
-    as_entries,
     as_streams,
-    as_text,
     read_configs,
     read_descriptions,
+    read_logs,
 )
 from dranspose_fast.controller.scan import (
     LOST_WITH_WORKERS,
     LossLog,
-    LostWorker,
     Progress,
     ScanState,
     Status,
     WorkerLoad,
     loss_totals,
     write_scan_dumps,
+)
+from dranspose_fast.controller.watch import (
+    StallWatch,
+    end_for_reducer_restart,
+    lose_expired_workers,
+    not_ready_workers,
+    ready_workers,
+    reducer_restarted,
+    uncovered_tags,
 )
 from dranspose_fast.errors import MapError
 from dranspose_fast.helpers.utils import parameters_hash
@@ -108,6 +115,7 @@ class Controller(Lifecycle):
         self.lock = ControllerLock(self.redis, str(self.uuid), self.settings)
         self._log_handler: RedisLogHandler | None = None
         self._redis_down = False
+        self._stall = StallWatch(self.settings.stall_timeout)
         self.started = False
 
     # === lifecycle ===
@@ -233,23 +241,35 @@ class Controller(Lifecycle):
             not take the new mapping within ``mapping_timeout`` (the scan runs anyway).
         """
         with self._post_lock:
-            cfg = self.configs(max_age=0)
+            full = self._configs(max_age=0)
+            cfg = full.ensemble
             missing = set(seq.streams) - set(cfg.get_streams())
             if missing:
                 names = ", ".join(repr(s) for s in sorted(missing))
                 logger.warning("refused a map: streams {%s} not available", names)
                 raise RequestError(400, f"streams {{{names}}} not available")
-            need, have = seq.min_workers(), len(cfg.workers)
+            ready = ready_workers(cfg.workers)
+            need, have = seq.min_workers(), len(ready)
             if have < need and require_workers:
                 logger.warning("refused a map: only %d workers available, but %d required",
                                have, need)
                 raise RequestError(400, f"only {have} workers available, but {need} required")
+            uncovered = uncovered_tags(seq.tag_sets, ready)
+            if uncovered and require_workers:
+                logger.warning("refused a map: no worker has the tags %s", uncovered)
+                raise RequestError(400, f"no available worker has the tags {uncovered} that "
+                                   "the map's virtual workers need")
             scan = ScanState(uuid.uuid4(), seq)
             try:
-                for w in cfg.workers:
+                for w in ready:
                     scan.add_worker(w.name, w.tags)
             except MapError as exc:
                 raise RequestError(400, f"cannot use the workers: {exc}") from None
+            scan.reducer_uuid = cfg.reducer.service_uuid if cfg.reducer is not None else None
+            scan.routed_at_start = {
+                i.name: int(full.counters.get(f"ingester:{i.name}", {}).get(
+                    "counters.events_routed", 0)) for i in cfg.ingesters}
+            self._stall = StallWatch(self.settings.stall_timeout)
             with self._lock:
                 old, self.scan = self.scan, scan
                 if old is not None and not old.finished:
@@ -437,7 +457,7 @@ class Controller(Lifecycle):
                 self.redis.xadd(key, scan.outbox[0])  # type: ignore[arg-type]
                 scan.outbox.popleft()
             if scan.complete():
-                scan.end(None)
+                scan.end(scan.completion_reason())
                 scan.update_pending = True
                 logger.info("scan %s finished: %d events", scan.uuid, scan.engine.next_event)
         self._flush_update(scan)
@@ -447,21 +467,21 @@ class Controller(Lifecycle):
             scan = self.scan
         if scan is None or scan.finished:
             return
-        cfg = self.configs()
-        live = {w.name for w in cfg.workers}
+        full = self._configs()
+        cfg = full.ensemble
+        live = {str(w.name) for w in cfg.workers}
         with self._lock:
             if self.scan is not scan or scan.finished:
                 return
-            for name in [n for n in scan.workers if n not in live]:
-                info: LostWorker = scan.lose_worker(name)
-                self.counters["workers_lost"] += 1
-                self.counters[LOST_WITH_WORKERS] += info.events_lost
-                logger.error("worker %s lost in scan %s (config expired): %d events lost, "
-                             "%d constraints rebound", name, scan.uuid, info.events_lost,
-                             info.constraints_rebound)
+            lose_expired_workers(scan, live, self.counters)
             if scan.unknown:
                 scan.adopt_unknown(cfg.tags_of)
+            if reducer_restarted(scan.reducer_uuid, full):
+                end_for_reducer_restart(scan)
+                self._flush_update(scan)
+                return
             self._advance(scan)
+            scan.stalled = self._stall.check(scan, full, scan.routed_at_start, time.monotonic())
 
     # === housekeeping ===
 
@@ -553,13 +573,16 @@ class Controller(Lifecycle):
 
     def status(self) -> Status:
         cfg = self._configs()
+        not_ready = not_ready_workers(cfg.ensemble.workers)
         with self._lock:
             counters = self._counters()
             dropped = loss_totals(cfg.counters, counters)
             if self.scan is None:
                 return Status(components=cfg.counters, counters=counters, dropped=dropped,
-                              dropped_total=sum(dropped.values()))
-            return self.scan.status(cfg.counters, counters, dropped)
+                              dropped_total=sum(dropped.values()), not_ready_workers=not_ready)
+            status = self.scan.status(cfg.counters, counters, dropped)
+        status.not_ready_workers = not_ready
+        return status
 
     def _counters(self) -> dict[str, int]:
         return {**self.counters, "lock_lost": self.lock.lost}
@@ -576,14 +599,4 @@ class Controller(Lifecycle):
 
     def logs(self, level: str = "INFO") -> list[dict[str, str]]:
         """Entries of ``dfast:logs`` at or above ``level``."""
-        levels = logging.getLevelNamesMapping()
-        minimum = int(level) if level.isdigit() else levels.get(level.upper())
-        if minimum is None:
-            raise RequestError(400, f"unknown log level {level!r} (use one of "
-                                    "DEBUG, INFO, WARNING, ERROR, CRITICAL)")
-        out = []
-        for _id, fields in as_entries(self.redis.xrange(Keys.LOGS, "-", "+")):
-            entry = {as_text(k): as_text(v) for k, v in fields.items()}
-            if levels.get(entry.get("levelname", ""), 0) >= minimum:
-                out.append(entry)
-        return out
+        return read_logs(self.redis, level)

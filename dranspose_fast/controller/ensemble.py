@@ -67,6 +67,8 @@ class ControllerSettings(DistributedSettings):
     defaults_interval: float = Field(1.0, gt=0, validation_alias=_env("dfast_defaults_interval"))
     check_interval: float = Field(0.5, gt=0, validation_alias=_env("dfast_check_interval"))
     block_ms: int = Field(100, ge=1, validation_alias=_env("dfast_block_ms"))
+    #: A scan with events pending and no progress for this long is reported as stalled.
+    stall_timeout: float = Field(30.0, gt=0, validation_alias=_env("dfast_stall_timeout"))
 
 
 # === the ensemble (component configs) ===
@@ -256,3 +258,24 @@ def read_descriptions(
             continue
         found[desc.name] = desc
     return found, invalid
+
+
+def read_logs(client: redis.Redis, level: str) -> list[dict[str, str]]:
+    """Entries of ``dfast:logs`` at or above ``level`` (a name or a number).
+
+    Raises
+    ------
+    RequestError
+        400 for an unknown level name.
+    """
+    levels = logging.getLevelNamesMapping()
+    minimum = int(level) if level.isdigit() else levels.get(level.upper())
+    if minimum is None:
+        raise RequestError(400, f"unknown log level {level!r} (use one of "
+                                "DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    out = []
+    for _id, fields in as_entries(client.xrange(Keys.LOGS, "-", "+")):
+        entry = {as_text(k): as_text(v) for k, v in fields.items()}
+        if levels.get(entry.get("levelname", ""), 0) >= minimum:
+            out.append(entry)
+    return out

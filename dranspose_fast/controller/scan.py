@@ -94,6 +94,13 @@ class ReducerStatus(BaseModel):
     errors: int
 
 
+class StallReport(BaseModel):
+    """``/api/v1/status`` ``stalled``: how long the scan made no progress, and why."""
+
+    seconds: float
+    waiting_for: list[str]
+
+
 class Status(BaseModel):
     """``GET /api/v1/status``: a bounded summary of the current scan."""
 
@@ -116,6 +123,10 @@ class Status(BaseModel):
     dropped_total: int = 0
     recent_bindings: list[Binding] = []
     recent_events: list[RecentEvent] = []
+    #: Set while the scan has events pending and made no progress for ``stall_timeout``.
+    stalled: StallReport | None = None
+    #: Workers that take no events: their class failed to load or start (name: the error).
+    not_ready_workers: dict[str, str] = {}
 
 
 class IntervalLoad(BaseModel):
@@ -259,6 +270,11 @@ class ScanState:
         self._bindings: deque[tuple[int, int, str, int]] = deque(maxlen=RECENT)
         self._recent: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint64],
                             dict[int, str]] | None = None
+        #: The reducer's service uuid when the scan started (a new one means it restarted).
+        self.reducer_uuid: UUID4 | None = None
+        #: Each ingester's ``events_routed`` when the scan started (its counters are totals).
+        self.routed_at_start: dict[str, int] = {}
+        self.stalled: StallReport | None = None
 
     # === workers ===
 
@@ -378,7 +394,16 @@ class ScanState:
                 return False
         return True
 
+    def completion_reason(self) -> str | None:
+        """``None`` (completed) unless events were lost with workers: then it says so."""
+        lost = {n: w.events_lost for n, w in self.lost.items() if w.events_lost}
+        if not lost:
+            return None
+        return (f"completed; {sum(lost.values())} events lost with workers "
+                f"{', '.join(sorted(lost))}")
+
     def end(self, reason: str | None) -> None:
+        self.stalled = None
         self.finished = True
         self.reason = reason
         self.ended = time.monotonic()
@@ -427,7 +452,7 @@ class ScanState:
             lost_workers=dict(self.lost), reducer=reducer, components=components,
             counters={**counters, **self.counters}, dropped=dropped,
             dropped_total=sum(dropped.values()), recent_bindings=self._binding_list(),
-            recent_events=self._recent_events())
+            recent_events=self._recent_events(), stalled=self.stalled)
 
     def _binding_list(self) -> list[Binding]:
         out = []

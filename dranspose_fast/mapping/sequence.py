@@ -412,6 +412,11 @@ class MappingSequence:
                 m |= 1 << bit
         return m
 
+    @property
+    def tag_sets(self) -> list[frozenset[str]]:
+        """Every distinct set of tags the map's virtual workers ask for."""
+        return list(self._tagsets)
+
     def min_workers(self) -> int:
         """Largest number of distinct constraints in one event of the sequence."""
         used = np.unique(self._tm.sequence()[0]).tolist()

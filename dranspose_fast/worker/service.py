@@ -55,6 +55,7 @@ from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.metrics import ComponentMetrics, DutyCycle, MetricsServer, numbers
 from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
@@ -139,6 +140,10 @@ class Worker(Service):
         self._last_batch = 0.0
         self._next_ping = 0.0
         self._rate = (time.monotonic(), 0)
+        self.duty = DutyCycle()  # the data thread's busy time / wall time (docs/metrics.md)
+        self.metrics = ComponentMetrics("worker", self.name, self.refresh_state)
+        self.metrics_server = MetricsServer(
+            self.metrics, self.settings.metrics_host, self.settings.metrics_port)
 
         self._assignments = AssignmentReader(self, 256, self._on_assignments)
         self._fast_discovery = False
@@ -175,6 +180,7 @@ class Worker(Service):
 
     def start(self) -> None:
         """Run the worker in background threads; returns at once (``close()`` stops it)."""
+        self.metrics_server.start()
         self._run_thread = threading.Thread(
             target=self._serve, name=f"{self.name}-data", daemon=True)
         self._run_thread.start()
@@ -188,6 +194,7 @@ class Worker(Service):
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
         try:
+            self.metrics_server.start()
             self._serve()
         finally:
             self.close()
@@ -211,6 +218,7 @@ class Worker(Service):
         self._discover_now.set()
         self._assignments.wake()
         self._commands.wake()
+        self.metrics_server.stop()
         if self._loop_started:
             self._loop_done.wait(10)
         else:
@@ -250,8 +258,10 @@ class Worker(Service):
     # === the data loop ===
 
     def _loop(self) -> None:
+        duty = self.duty
         while not self.stop_event.is_set():
             ready = dict(self._poller.poll(self._timeout()))
+            duty.begin()
             if self._commands.socket in ready:
                 self._run_commands()
             got = False
@@ -264,6 +274,7 @@ class Worker(Service):
             if got:
                 self._last_batch = now
             self._housekeeping(now)
+            duty.end()
         scan = self._scan
         if scan is not None:
             self._send_results(scan)
@@ -332,8 +343,9 @@ class Worker(Service):
             self._counters.old_scan += 1
             return
         self._counters.batches += 1
+        self._counters.bytes_received += dataplane.message_bytes(frames)
         try:
-            events = dataplane.decode_events(frames)
+            arrival, events = dataplane.decode_event_batch(frames)
         except DECODE_ERRORS as exc:
             self._counters.malformed += 1
             self.log.error(
@@ -341,6 +353,7 @@ class Worker(Service):
                 self.name, len(frames), dealer.name, exc,
             )
             return
+        scan.arrival = min(scan.arrival, arrival)
         ready = scan.assembler.add(events)
         if ready:
             self._process(scan, ready)
@@ -385,14 +398,18 @@ class Worker(Service):
         scan.results += len(results)
         self._counters.results += len(results)
         self._counters.result_messages += 1
-        self.peers.send_results(
-            dataplane.encode_results(self.name, scan.phash, results, scan.uuid))
+        frames = dataplane.encode_results(self.name, scan.phash, results, scan.uuid,
+                                          scan.take_arrival())
+        self._counters.result_bytes += dataplane.message_bytes(frames)
+        self.peers.send_results(frames)
 
     def _grant(self, scan: ScanState) -> None:
         first = not scan.initial_granted
         if first:
             if scan.syncing or scan.finished:
                 return  # the first grant waits for the ingesters; none after the end
+            if self.state.class_error is not None:
+                return  # the user's class failed: take no events (the controller shows why)
             granted = self.worker_settings.credit_window
         elif scan.ungranted:
             granted = scan.ungranted
@@ -404,6 +421,7 @@ class Worker(Service):
             errors=scan.host.counters.errors,
         )
         self.credits.post(scan.credit_key, msg, first=first)
+        self._counters.credits_granted += granted
         if not first:
             scan.ungranted = 0
         scan.initial_granted = True
@@ -452,7 +470,11 @@ class Worker(Service):
     def _make_host(self, uid: uuid.UUID, params: Parameters) -> WorkerHost:
         clock = RedisTickClock(self.redis, Keys.clock(uid))
         try:
-            return WorkerHost(self.user_class, self.name, params, self.context, self.state, clock)
+            host = WorkerHost(self.user_class, self.name, params, self.context, self.state, clock)
+            if self.user_class is not NoClass:
+                with self._state_lock:
+                    self.state.class_error = None  # it runs this scan: ready again
+            return host
         except Exception as exc:
             self._class_error(f"{type(exc).__name__}: {exc}")
             self.log.exception("worker %s: the worker class failed to start; no results", self.name)
@@ -553,6 +575,11 @@ class Worker(Service):
     # === published state ===
 
     def publish_config(self) -> None:
+        self.refresh_state()
+        super().publish_config()
+
+    def refresh_state(self) -> dict[str, float]:
+        """Bring the published state up to date; its numbers (``/metrics`` reads them)."""
         c = self._counters
         scan = self._scan
         now = time.monotonic()
@@ -576,4 +603,7 @@ class Worker(Service):
             st.result_messages = c.result_messages
             st.credit_failures = self.credits.failures
             st.waiting_events = scan.assembler.waiting if scan else 0
-        super().publish_config()
+            st.bytes_received, st.result_bytes = c.bytes_received, c.result_bytes
+            st.credits_granted, st.credits_ungranted = c.credits_granted, scan.ungranted if scan else 0
+            st.busy_seconds, st.duty_cycle = self.duty.busy_seconds(), self.duty.ratio()
+            return numbers(st)
