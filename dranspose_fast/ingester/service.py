@@ -68,6 +68,7 @@ from dranspose_fast.protocol import (
 )
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
+from dranspose_fast.runtime.metrics import ComponentMetrics, MetricsServer
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import IngesterSettings
@@ -183,6 +184,10 @@ class Ingester(Service):
         self._loop_thread: threading.Thread | None = None
         self._rate_mark = (time.monotonic(), 0)
         self._cleaned = False
+        #: ``/metrics`` (docs/metrics.md), served on ``metrics_port`` while the ingester runs.
+        self.metrics = ComponentMetrics("ingester", self.state.name, self.metric_values)
+        self.metrics_server = MetricsServer(
+            self.metrics, settings.metrics_host, settings.metrics_port)
 
     # === extension API ===
 
@@ -227,6 +232,7 @@ class Ingester(Service):
         self.start_background()
         self._spawn(self._assignments.run, "assignments")
         self.log.info("ingester %s serving streams %s on %s", self.state.name, self.streams, url)
+        self.metrics_server.start()
 
     def _router_hwm(self) -> int:
         cfg = self._ingester_settings
@@ -244,6 +250,7 @@ class Ingester(Service):
             return
         self._assignments.wake()
         self._commands.wake()
+        self.metrics_server.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(SOURCE_TIMEOUT + 5)
         self._cleanup()
@@ -528,6 +535,16 @@ class Ingester(Service):
         links = self._links
         values["queued_for_absent_workers"] = links.queued_events if links is not None else 0
         return IngesterCounters(**values)
+
+    def metric_values(self) -> dict[str, float]:
+        """The counters and queue depths ``/metrics`` exports (read from any thread)."""
+        values: dict[str, float] = dict(self.counter_values().as_dict())
+        scan = self._scan
+        values["events_pending"] = sum(pb.remaining() for pb in list(scan.pending)) \
+            if scan is not None else 0
+        values["frames_buffered"] = sum(src.available for src in list(self._upstreams.values()))
+        values["connected_workers"] = len(self.state.connected_workers)
+        return values
 
     def publish_config(self) -> None:
         counters = self.counter_values()

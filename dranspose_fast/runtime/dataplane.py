@@ -3,13 +3,15 @@
 Layouts (internal; they need not match dranspose 0.2's; docs/protocol.md):
 
 * event batch, ingester → worker ``[b"E", meta, index, payload, big_0, ...]``: ``meta`` is
-  msgpack ``[[stream, typ], ...]`` (``stream_meta``); index and payload come from the
-  compiled packers (``_batch.pack``, ``_route.route_pack``). Frames of
+  the batch's arrival stamp (``time.time()`` when the ingester packed it, float64 little
+  endian, 8 bytes) followed by msgpack ``[[stream, typ], ...]`` (``stream_meta``); index and
+  payload come from the compiled packers (``_batch.pack``, ``_route.route_pack``). Frames of
   ``ZERO_COPY_THRESHOLD`` bytes or more travel as their own frames, sent zero-copy.
 * result batch, worker → reducer ``[b"R", meta, index, payload, scan]``: ``meta`` is msgpack
-  ``[worker, parameters_hash]``; each payload is the pickled return value of
-  ``process_event``; ``scan`` is the 16 bytes of the mapping uuid the results belong to
-  (``NO_SCAN`` in a replay).
+  ``[worker, parameters_hash, arrival]``, ``arrival`` the oldest stamp of the event batches
+  the worker received since its previous result batch (``nil``: none, as in a replay); each
+  payload is the pickled return value of ``process_event``; ``scan`` is the 16 bytes of the
+  mapping uuid the results belong to (``NO_SCAN`` in a replay).
 * hello, worker → ingester ``[b"H", service_uuid]`` (16 bytes); a replay worker process
   says ``[b"H"]`` to its pool.
 * replay pool ↔ worker process: ``[b"P", pickled parameters]``, ``[b"F"]`` (finish),
@@ -20,6 +22,9 @@ The compiled kernels pack and unpack without policy; the frame layouts are this 
 
 from __future__ import annotations
 
+import math
+import struct
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -47,7 +52,9 @@ NO_SCAN = uuid.UUID(int=0)
 
 _meta_encoder = msgspec.msgpack.Encoder()
 _streams_decoder = msgspec.msgpack.Decoder(list[tuple[str, str]])
-_result_meta_decoder = msgspec.msgpack.Decoder(tuple[str, str | None])
+_result_meta_decoder = msgspec.msgpack.Decoder(tuple[str, str | None, float | None])
+#: The arrival stamp that starts an event batch's ``meta`` frame (docs/metrics.md: latency).
+_stamp = struct.Struct("<d")
 
 PartialEvent = tuple[int, dict[str, StreamData]]
 
@@ -78,8 +85,9 @@ def stream_meta(streams: Iterable[tuple[str, str]]) -> bytes:
 
 
 def event_frames(meta: bytes, index: Any, payload: Any, externals: Sequence[Any]) -> list[Any]:
-    """An event batch from what a compiled packer returned (``_batch.pack``, ``_route``)."""
-    return [EVENTS, meta, index, payload, *externals]
+    """An event batch from what a compiled packer returned (``_batch.pack``, ``_route``),
+    stamped with the time now (the frames were read from upstream in this loop pass)."""
+    return [EVENTS, _stamp.pack(time.time()) + meta, index, payload, *externals]
 
 
 def encode_events(events: Sequence[PartialEvent]) -> list[Any]:
@@ -100,14 +108,28 @@ def _as_buffer(frame: Any) -> Any:
 
 def decode_events(frames: Sequence[Any]) -> list[PartialEvent]:
     """Inverse of ``encode_events`` (frames may be ``bytes`` or ``zmq.Frame``)."""
+    return decode_event_batch(frames)[1]
+
+
+def decode_event_batch(frames: Sequence[Any]) -> tuple[float, list[PartialEvent]]:
+    """``(arrival stamp, events)`` of an event batch (``decode_events`` with the stamp)."""
     if len(frames) < 4 or _bytes(frames[0]) != EVENTS:
         raise _batch.BatchFormatError(f"not an event batch: {len(frames)} frames")
-    streams = _streams_decoder.decode(_bytes(frames[1]))
+    meta = _bytes(frames[1])
+    if len(meta) < _stamp.size:
+        raise _batch.BatchFormatError(f"event batch meta of {len(meta)} bytes has no stamp")
+    (arrival,) = _stamp.unpack_from(meta)
+    streams = _streams_decoder.decode(memoryview(meta)[_stamp.size:])
     externals = list(frames[4:])
     index = frames[2].buffer if isinstance(frames[2], zmq.Frame) else frames[2]
     payload = frames[3].buffer if isinstance(frames[3], zmq.Frame) else frames[3]
     out: list[PartialEvent] = _batch.unpack(index, payload, externals, streams)
-    return out
+    return arrival, out
+
+
+def message_bytes(frames: Sequence[Any]) -> int:
+    """Bytes of every frame of a message (``bytes`` or ``zmq.Frame``): per batch, for metrics."""
+    return sum(map(len, frames))
 
 
 # === result batches ===
@@ -118,10 +140,16 @@ def encode_results(
     parameters_hash: str | None,
     results: Sequence[tuple[int, bytes]],
     scan: uuid.UUID = NO_SCAN,
+    arrival: float | None = None,
 ) -> list[bytes]:
-    """A result batch of ``worker`` for the scan ``scan``: ``(event_number, pickle)`` pairs."""
+    """A result batch of ``worker`` for the scan ``scan``: ``(event_number, pickle)`` pairs.
+
+    ``arrival`` is the ingester's stamp the reducer measures latency from (not finite or
+    ``None``: no stamp).
+    """
     index, payload = _batch.pack_results(list(results))
-    return [RESULTS, _meta_encoder.encode((worker, parameters_hash)), index, payload,
+    stamp = arrival if arrival is not None and math.isfinite(arrival) else None
+    return [RESULTS, _meta_encoder.encode((worker, parameters_hash, stamp)), index, payload,
             scan.bytes]
 
 
@@ -136,9 +164,17 @@ def result_scan(frames: Sequence[Any]) -> uuid.UUID:
 
 def decode_results(frames: Sequence[Any]) -> tuple[str, str | None, list[tuple[int, Any]]]:
     """``(worker, parameters_hash, [(event_number, pickle), ...])`` of a result batch."""
+    worker, phash, _arrival, results = decode_result_batch(frames)
+    return worker, phash, results
+
+
+def decode_result_batch(
+    frames: Sequence[Any],
+) -> tuple[str, str | None, float | None, list[tuple[int, Any]]]:
+    """``(worker, parameters_hash, arrival, results)``: ``decode_results`` with the stamp."""
     result_scan(frames)
-    worker, phash = _result_meta_decoder.decode(_bytes(frames[1]))
-    return worker, phash, _batch.unpack_results(frames[2], frames[3])
+    worker, phash, arrival = _result_meta_decoder.decode(_bytes(frames[1]))
+    return worker, phash, arrival, _batch.unpack_results(frames[2], frames[3])
 
 
 # === control messages ===

@@ -44,6 +44,15 @@ class DistributedSettings(BaseSettings):
     heap_keep_bytes: int = Field(
         1 << 30, ge=0, validation_alias=AliasChoices("dfast_heap_keep_bytes")
     )
+    #: Port of the ``/metrics`` server of a worker or an ingester (docs/metrics.md); unset or
+    #: 0: none. The controller and the reducer serve ``/metrics`` on their HTTP port.
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=AliasChoices("dfast_metrics_port")
+    )
+    #: Address the metrics server binds (loopback unless told otherwise; 0.0.0.0 in a pod).
+    metrics_host: str = Field(
+        "127.0.0.1", validation_alias=AliasChoices("dfast_metrics_host")
+    )
 
 
 def random_worker_name() -> WorkerName:

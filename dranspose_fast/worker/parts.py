@@ -9,6 +9,7 @@ wires them to ZeroMQ and Redis; here they are plain objects, tested on their own
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,12 @@ class WorkerServiceState(WorkerState):
     event_batches: int = 0
     result_messages: int = 0
     credit_failures: int = 0
+    bytes_received: int = 0
+    credits_granted: int = 0
+    credits_ungranted: int = 0
+    busy_seconds: float = 0.0
+    #: Busy time / wall time of the data thread, last ``runtime.metrics.DUTY_WINDOW`` s.
+    duty_cycle: float = 0.0
 
 
 class NoClass:
@@ -163,6 +170,8 @@ class ServiceCounters:
     duplicates_done: int = 0
     batches: int = 0
     result_messages: int = 0
+    bytes_received: int = 0
+    credits_granted: int = 0
 
 
 @dataclass
@@ -183,6 +192,13 @@ class ScanState:
     processed: int = 0
     results: int = 0
     out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
+    #: Oldest ingester stamp of the event batches received since the last result batch.
+    arrival: float = math.inf
+
+    def take_arrival(self) -> float:
+        """``arrival`` for the result batch about to leave; the next one starts afresh."""
+        arrival, self.arrival = self.arrival, math.inf
+        return arrival
 
 
 def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]] | None:

@@ -141,9 +141,9 @@ class Worker(Service):
         self._next_ping = 0.0
         self._rate = (time.monotonic(), 0)
         self.duty = DutyCycle()  # the data thread's busy time / wall time (docs/metrics.md)
-        self.metrics = ComponentMetrics("worker", self.name, self.refresh_state)
-        self.metrics_server = MetricsServer(
-            self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+        metrics = ComponentMetrics("worker", self.name, self.refresh_state)
+        self.metrics_server = MetricsServer(metrics, self.settings.metrics_host,
+                                            self.settings.metrics_port)
 
         self._assignments = AssignmentReader(self, 256, self._on_assignments)
         self._fast_discovery = False
@@ -258,10 +258,9 @@ class Worker(Service):
     # === the data loop ===
 
     def _loop(self) -> None:
-        duty = self.duty
         while not self.stop_event.is_set():
             ready = dict(self._poller.poll(self._timeout()))
-            duty.begin()
+            self.duty.begin()
             if self._commands.socket in ready:
                 self._run_commands()
             got = False
@@ -274,7 +273,7 @@ class Worker(Service):
             if got:
                 self._last_batch = now
             self._housekeeping(now)
-            duty.end()
+            self.duty.end()
         scan = self._scan
         if scan is not None:
             self._send_results(scan)
@@ -398,10 +397,8 @@ class Worker(Service):
         scan.results += len(results)
         self._counters.results += len(results)
         self._counters.result_messages += 1
-        frames = dataplane.encode_results(self.name, scan.phash, results, scan.uuid,
-                                          scan.take_arrival())
-        self._counters.result_bytes += dataplane.message_bytes(frames)
-        self.peers.send_results(frames)
+        self.peers.send_results(dataplane.encode_results(
+            self.name, scan.phash, results, scan.uuid, scan.take_arrival()))
 
     def _grant(self, scan: ScanState) -> None:
         first = not scan.initial_granted
@@ -603,7 +600,7 @@ class Worker(Service):
             st.result_messages = c.result_messages
             st.credit_failures = self.credits.failures
             st.waiting_events = scan.assembler.waiting if scan else 0
-            st.bytes_received, st.result_bytes = c.bytes_received, c.result_bytes
-            st.credits_granted, st.credits_ungranted = c.credits_granted, scan.ungranted if scan else 0
+            st.bytes_received, st.credits_granted = c.bytes_received, c.credits_granted
+            st.credits_ungranted = scan.ungranted if scan else 0
             st.busy_seconds, st.duty_cycle = self.duty.busy_seconds(), self.duty.ratio()
             return numbers(st)
