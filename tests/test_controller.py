@@ -76,6 +76,33 @@ def test_lock_outlives_its_ttl_while_held(ctrl: Controller, redis_url: str) -> N
     assert r.get(Keys.LOCK) == str(ctrl.uuid).encode()
 
 
+def test_lock_is_renewed_while_the_controller_is_busy(ctrl: Controller,
+                                                     redis_url: str) -> None:
+    """A long request (a large map being parsed and bound holds the controller's locks) must
+    not let the lock expire: its renewal takes none of them."""
+    r = redis.Redis.from_url(redis_url)
+    with ctrl._lock, ctrl._post_lock, ctrl._cfg_lock:
+        time.sleep(2.5)  # lock_ttl is 2 s
+        assert r.get(Keys.LOCK) == str(ctrl.uuid).encode()
+
+
+def test_a_controller_that_lost_its_lock_stops_and_leaves_the_keys(
+        settings: ControllerSettings, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    first = Controller(settings)
+    called: list[bool] = []
+    first.on_lock_lost = lambda: called.append(True)
+    first.start()
+    # its lock expired (a stopped VM, say) and a second controller took it
+    r.set(Keys.LOCK, b"second-controller")
+    r.xadd(Keys.UPDATES, {"d": b"{}"})  # ...and published its first update
+    wait_for(lambda: first.stop_event.is_set(), what="the first controller to stop")
+    assert first.lock_lost and called == [True] and first.lock.lost == 1
+    first.close()
+    assert r.get(Keys.LOCK) == b"second-controller"  # the new owner's keys stay
+    assert r.exists(Keys.UPDATES)
+
+
 def test_close_deletes_the_controller_keys(settings: ControllerSettings, sim: Sim) -> None:
     c = Controller(settings)
     c.start()

@@ -115,6 +115,10 @@ class Controller(Lifecycle):
         self.lock = ControllerLock(self.redis, str(self.uuid), self.settings)
         self._log_handler: RedisLogHandler | None = None
         self._redis_down = False
+        #: Set when another controller took the lock: this one stopped serving.
+        self.lock_lost = False
+        #: Called (from the lock thread) when the lock is lost; the server stops the process.
+        self.on_lock_lost: Callable[[], None] | None = None
         self._stall = StallWatch(self.settings.stall_timeout)
         self.started = False
 
@@ -136,7 +140,9 @@ class Controller(Lifecycle):
             self._log_handler = RedisLogHandler(self.redis, "controller")
             logging.getLogger("dranspose_fast.controller").addHandler(self._log_handler)
         self.started = True
-        for target, name in ((self._bind_loop, "bind"), (self._housekeeping, "housekeeping")):
+        loops = ((self._bind_loop, "bind"), (self._housekeeping, "housekeeping"),
+                 (lambda: self.lock.keep(self.stop_event, self._lock_lost), "lock"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -153,7 +159,7 @@ class Controller(Lifecycle):
         if self._log_handler is not None:
             logging.getLogger("dranspose_fast.controller").removeHandler(self._log_handler)
             self._log_handler = None
-        if self.started:
+        if self.started and not self.lock_lost:
             try:
                 keys = [Keys.UPDATES]
                 for pattern in Keys.SCAN_PATTERNS:
@@ -167,6 +173,14 @@ class Controller(Lifecycle):
         logger.info("controller %s closed", self.uuid)
 
     # === lock and redis restarts ===
+
+    def _lock_lost(self) -> None:
+        """Another controller holds the lock now: stop, and leave its keys alone."""
+        self.lock_lost = True
+        self.stop_event.set()
+        self._wake.set()
+        if self.on_lock_lost is not None:
+            self.on_lock_lost()
 
     def _redis_run_id(self) -> str:
         return str(self.redis.info("server").get("run_id"))
@@ -487,7 +501,7 @@ class Controller(Lifecycle):
 
     def _housekeeping(self) -> None:
         s = self.settings
-        due = {"check": 0.0, "lock": time.monotonic() + s.lock_ttl / 3, "defaults": 0.0}
+        due = {"check": 0.0, "defaults": 0.0}
         while not self.stop_event.wait(0.05):
             now = time.monotonic()
             try:
@@ -496,9 +510,6 @@ class Controller(Lifecycle):
                     self._check_redis_restart()
                     self._check_workers()
                     self._losses.update(loss_totals(self._configs().counters, self._counters()))
-                if now >= due["lock"]:
-                    due["lock"] = now + s.lock_ttl / 3
-                    self.lock.renew()
                 if now >= due["defaults"]:
                     due["defaults"] = now + s.defaults_interval
                     self._apply_defaults()

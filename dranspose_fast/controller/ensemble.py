@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -182,16 +183,34 @@ class ControllerLock:
                            self.settings.lock_retry)
             time.sleep(min(self.settings.lock_retry, max(0.0, deadline - time.monotonic())))
 
-    def renew(self) -> None:
-        """Extend the lock; take it again if it vanished (Redis restarted)."""
+    def renew(self) -> bool:
+        """Extend the lock; take it again if it vanished (Redis restarted). False: another
+        controller holds it now (ours expired)."""
         res = self.redis.eval(self._RENEW, 1, Keys.LOCK, self.owner,
                               int(self.settings.lock_ttl * 1000))
         if res == 2:
             logger.warning("the controller lock had vanished; taken again")
         elif res == 0:
             self.lost += 1
-            logger.error("the controller lock is held by another controller: two controllers "
-                         "share this redis")
+            holder = as_text(self.redis.get(Keys.LOCK))
+            logger.critical("the controller lock is held by another controller (%s): this one "
+                            "stops serving", holder)
+            return False
+        return True
+
+    def keep(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
+        """Renew every ``lock_ttl / 3`` until ``stop``; call ``on_lost`` once if it is lost.
+
+        Runs in a thread of its own that takes none of the controller's locks, so a long
+        request (a large map being bound) cannot delay it past the TTL.
+        """
+        while not stop.wait(self.settings.lock_ttl / 3):
+            try:
+                if not self.renew():
+                    on_lost()
+                    return
+            except redis.RedisError as exc:
+                logger.warning("could not renew the controller lock: %s", exc)
 
     def release(self) -> None:
         self.redis.eval(self._RELEASE, 1, Keys.LOCK, self.owner)
