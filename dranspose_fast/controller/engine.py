@@ -41,8 +41,8 @@ from dranspose_fast.controller.scan import (
     ScanState,
     Status,
     WorkerLoad,
+    dump_scan,
     loss_totals,
-    write_scan_dumps,
 )
 from dranspose_fast.controller.watch import (
     StallWatch,
@@ -562,19 +562,9 @@ class Controller(Lifecycle):
     def _write_dumps(self, scan: ScanState) -> None:
         with self._lock:
             params = dict(self.parameters)
-        prefix_param = params.get(DUMP_PREFIX)
-        prefix = prefix_param.data.decode("utf8", errors="replace") if prefix_param else ""
-        if not prefix:
-            return
-        with self._lock:
-            body = scan.seq.to_sequence_json()
-        try:
-            mapping_file, param_file = write_scan_dumps(prefix, scan.uuid, body, params)
-            logger.info("dumped the mapping to %s and the parameters to %s", mapping_file,
-                        param_file)
-        except OSError as exc:
+            body = scan.seq.to_sequence_json() if params.get(DUMP_PREFIX) else None
+        if body is not None and not dump_scan(params[DUMP_PREFIX].data, scan.uuid, body, params):
             self.counters["dump_errors"] += 1
-            logger.error("could not write the dumps with prefix %r: %s", prefix, exc)
 
     # === reports ===
 

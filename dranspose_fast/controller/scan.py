@@ -545,6 +545,22 @@ class LossLog:
             self.seen[name] = value
 
 
+def dump_scan(prefix_value: bytes, uid: UUID4, sequence_json: dict[str, Any],
+              params: dict[ParameterName, WorkParameter]) -> bool:
+    """``write_scan_dumps`` under the ``dump_prefix`` parameter's value, logged; False if a
+    file could not be written (an empty prefix writes nothing)."""
+    prefix = prefix_value.decode("utf8", errors="replace")
+    if not prefix:
+        return True
+    try:
+        mapping_file, param_file = write_scan_dumps(prefix, uid, sequence_json, params)
+    except OSError as exc:
+        logger.error("could not write the dumps with prefix %r: %s", prefix, exc)
+        return False
+    logger.info("dumped the mapping to %s and the parameters to %s", mapping_file, param_file)
+    return True
+
+
 def write_scan_dumps(
     prefix: str, uid: UUID4, sequence_json: dict[str, Any],
     params: dict[ParameterName, WorkParameter],
