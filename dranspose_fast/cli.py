@@ -105,6 +105,7 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p = sub.add_parser("worker", help="a worker: runs the worker class on its events")
     p.add_argument("-n", "--name", default=None, help="worker name (WORKER_NAME)")
     p.add_argument("-c", "--workerclass", default=None, help="module:Class (WORKER_CLASS)")
+    _metrics_flags(p)
 
     p = sub.add_parser("debugworker", help="a worker that keeps the last events for inspection")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -118,6 +119,7 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("-u", "--upstream_url", default=None, help="upstream ZMQ URL (UPSTREAM_URL)")
     p.add_argument("-n", "--name", required=True, help="the stream name")
     p.add_argument("--url", default=None, help="ROUTER URL workers connect to (INGESTER_URL)")
+    _metrics_flags(p)
 
     p = sub.add_parser("http_ingester", help="an HTTP ingester app (e.g. Sardana) under uvicorn")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -153,6 +155,24 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--ingesterclass", action="append", default=[], metavar="[NAME=]CLASS",
                    help="ingester class of every stream (default ZmqPullSingleIngester), or of "
                         "stream NAME only; repeat for several")
+
+
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this port (DFAST_METRICS_PORT; "
+                        "default: none)")
+    p.add_argument("--metrics-host", default=None,
+                   help="address of the metrics server (DFAST_METRICS_HOST; default 127.0.0.1)")
+
+
+def _metrics_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings ``--metrics-port`` and ``--metrics-host`` give (what is not set: none)."""
+    out: dict[str, object] = {}
+    if getattr(args, "metrics_port", None) is not None:
+        out["dfast_metrics_port"] = args.metrics_port
+    if getattr(args, "metrics_host", None) is not None:
+        out["dfast_metrics_host"] = args.metrics_host
+    return out
 
 
 def _redis_logging(name: str) -> None:
@@ -258,7 +278,7 @@ def build_ingester(args: argparse.Namespace) -> Ingester:
     (the environment, then ``-n`` as the one stream, ``-u`` and ``--url``)."""
     from dranspose_fast.ingesters import create_ingester
 
-    settings: dict[str, object] = {"ingester_streams": [args.name]}
+    settings: dict[str, object] = {"ingester_streams": [args.name], **_metrics_settings(args)}
     if args.upstream_url:
         settings["upstream_url"] = args.upstream_url
     if args.url:
@@ -295,6 +315,7 @@ def _run_service(args: argparse.Namespace) -> int:
         overrides = {"worker_name": args.name} if args.name else {}
         if args.workerclass:
             overrides["worker_class"] = args.workerclass
+        overrides.update(_metrics_settings(args))
         worker = Worker(WorkerSettings(**overrides))
         _require_redis()
         _redis_logging(worker.name)

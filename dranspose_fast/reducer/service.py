@@ -31,7 +31,7 @@ import msgspec
 import redis
 import uvicorn
 import zmq
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.errors import ClassLoadError
@@ -39,6 +39,14 @@ from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import ReducerState
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.metrics import (
+    CONTENT_TYPE,
+    ComponentMetrics,
+    LatencyHistogram,
+    exposition,
+    numbers,
+    role_families,
+)
 from dranspose_fast.runtime.redis_messages import ControllerUpdate, Keys, ReducedMessage
 from dranspose_fast.runtime.service import Service
 from dranspose_fast.runtime.settings import ReducerSettings
@@ -77,6 +85,7 @@ class ReducerServiceState(ReducerState):
     held_results: int = 0
     dropped_held_overflow: int = 0
     result_messages: int = 0
+    received_bytes: int = 0
     class_errors: int = 0
     class_error: str | None = None
 
@@ -126,10 +135,14 @@ class Reducer(Service):
         self._held: dict[uuid.UUID, list[list[Any]]] = {}
         self._nheld = 0
         self._done = {"results": 0, "errors": 0, "timer_errors": 0}
-        self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0}
+        self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0, "bytes": 0}
         self._dirty = False
         self._last_reduced = 0.0
         self._messages = 0
+        #: Seconds from the ingester's arrival stamp to the result reduced (docs/metrics.md).
+        self.latency = LatencyHistogram()
+        self.metrics = ComponentMetrics("reducer", self.state.name, self.refresh_state,
+                                        lambda: self.latency.families(self.state.name))
         self.log.info("created reducer with state %s", self.state)
 
     # === lifecycle ===
@@ -272,6 +285,7 @@ class Reducer(Service):
                     self._send_reduced()
 
     def _on_message(self, frames: list[Any]) -> None:
+        self._counts["bytes"] += dataplane.message_bytes(frames)
         try:
             uid = dataplane.result_scan(frames)
         except DECODE_ERRORS as exc:
@@ -295,7 +309,7 @@ class Reducer(Service):
         if host is None:
             return
         try:
-            worker, phash, results = dataplane.decode_results(frames)
+            worker, phash, arrival, results = dataplane.decode_result_batch(frames)
         except DECODE_ERRORS as exc:
             self._counts["malformed"] += 1
             self.log.error("reducer: dropped a malformed result batch: %s", exc)
@@ -313,6 +327,8 @@ class Reducer(Service):
                 continue
             host.process(evn, worker, phash, value)  # type: ignore[arg-type]
         self._dirty = True
+        if arrival is not None and results:  # once per batch, weighted by its results
+            self.latency.observe(time.time() - arrival, len(results))
 
     def _send_reduced(self) -> None:
         """XADD the running totals of the current scan (called with the lock held)."""
@@ -334,6 +350,11 @@ class Reducer(Service):
     # === published state ===
 
     def publish_config(self) -> None:
+        self.refresh_state()
+        super().publish_config()
+
+    def refresh_state(self) -> dict[str, float]:
+        """Bring the published state up to date; its numbers (``/metrics`` reads them)."""
         host = self.host
         with self._state_lock:
             st = self.state
@@ -349,7 +370,8 @@ class Reducer(Service):
             st.held_results = self._nheld
             st.dropped_held_overflow = self._counts["overflow"]
             st.result_messages = self._messages
-        super().publish_config()
+            st.received_bytes = self._counts["bytes"]
+            return numbers(st)
 
 
 # === HTTP ===
@@ -391,6 +413,14 @@ def create_app(reducer: Reducer | None = None) -> FastAPI:
     @app.get("/api/v1/status")
     async def status() -> bool:
         return True
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """The Prometheus text format (docs/metrics.md)."""
+        current = holder.get("r")
+        body = current.metrics.text() if current is not None else exposition(
+            role_families("reducer", "reducer", {}))
+        return Response(body, media_type=CONTENT_TYPE)
 
     app.include_router(h5dict_router)
     return app

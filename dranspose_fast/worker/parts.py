@@ -192,13 +192,17 @@ class ScanState:
     processed: int = 0
     results: int = 0
     out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
-    #: Oldest ingester stamp of the event batches received since the last result batch.
+    #: Oldest ingester stamp of the event batches received since the last result batch, and
+    #: the stamp that batch carried.
     arrival: float = math.inf
+    sent_arrival: float = math.inf
 
     def take_arrival(self) -> float:
-        """``arrival`` for the result batch about to leave; the next one starts afresh."""
-        arrival, self.arrival = self.arrival, math.inf
-        return arrival
+        """The stamp of the result batch about to leave: the oldest since the last one, else
+        the last one's (its events' data came in batches received before)."""
+        if self.arrival < math.inf:
+            self.sent_arrival, self.arrival = self.arrival, math.inf
+        return self.sent_arrival
 
 
 def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]] | None:
