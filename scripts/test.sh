@@ -15,6 +15,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# chromium and its driver for tests/test_status_page.py (the live status page in a real
+# headless browser; selenium, in the test extra, talks to /usr/bin/chromedriver).
+if [ ! -x /usr/bin/chromedriver ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq chromium chromium-driver >/dev/null) \
+        || echo "apt-get could not install chromium; tests/test_status_page.py will fail under CI"
+fi
+
 # The package with its compiled extensions built in place, plus the test extras.
 "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
 "$PYTHON" setup.py -q build_ext --inplace 2>&1 | grep -v -i "warn" || true

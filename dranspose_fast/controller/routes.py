@@ -13,13 +13,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import redis
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import UUID4, BaseModel, StrictStr
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +37,9 @@ from dranspose_fast.runtime.metrics import CONTENT_TYPE, controller_families, ex
 from dranspose_fast.runtime.redis_messages import Keys
 
 logger = logging.getLogger("dranspose_fast.controller.api")
+
+#: The live status page served at ``/`` (plain HTML, JS and CSS; docs/status-page.md).
+_STATIC = Path(__file__).resolve().parent / "static"
 
 _EXAMPLE = {
     "parts": {
@@ -125,8 +130,11 @@ def create_app(controller: Controller | None = None,
         return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
 
     @app.get("/", include_in_schema=False)
-    def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    def index() -> FileResponse:
+        """The live status page; it links the API's docs at ``/docs``."""
+        return FileResponse(_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     _mapping_routes(app)
     _parameter_routes(app)
