@@ -21,7 +21,7 @@ from dranspose_fast.protocol import ParameterName, WorkParameter
 __all__ = [
     "BinaryParameter", "BoolParameter", "FloatParameter", "IntParameter", "Parameter",
     "ParameterBase", "ParameterList", "ParameterType", "StrParameter",
-    "dump_parameter_file", "load_parameter_file",
+    "dump_parameter_file", "load_parameter_file", "value_problem",
 ]
 
 
@@ -90,6 +90,32 @@ class BoolParameter(ParameterBase):
     @staticmethod
     def from_bytes(by: bytes) -> bool:
         return by == b"True"
+
+
+def value_problem(desc: ParameterBase, data: bytes) -> str | None:
+    """Why ``data`` is no value of the described parameter (None: it is one).
+
+    The ``from_bytes`` readers above turn what they cannot read into the default (0.2's
+    behaviour, kept for the components); the controller refuses such a value instead, so a
+    typo does not silently become 0 or False.
+    """
+    if isinstance(desc, BinaryParameter):
+        return None
+    try:
+        text = data.decode("utf8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    try:
+        if isinstance(desc, IntParameter):
+            int(text)
+        elif isinstance(desc, FloatParameter):
+            float(text)
+    except ValueError:
+        kind = "an integer" if isinstance(desc, IntParameter) else "a number"
+        return f"is {text[:40]!r}, not {kind}"
+    if isinstance(desc, BoolParameter) and text not in ("True", "False"):
+        return f"is {text[:40]!r}, not True or False"
+    return None
 
 
 ParameterType = Annotated[

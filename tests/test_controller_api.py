@@ -209,6 +209,15 @@ def test_parameter_round_trip(client: TestClient, sim: Sim) -> None:
     assert names == ["alpha", "dump_prefix", "zeta"]
     wait_for(lambda: client.get("/api/v1/parameter/zeta").content == b"1.5", what="default")
     assert client.get("/api/v1/parameter/alpha").content == b"False"
+    # a value that is none of its described type is refused, naming the type and the value
+    for name, bad, words in [("zeta", b"fast", "(float) is 'fast', not a number"),
+                             ("alpha", b"yes", "(bool) is 'yes', not True or False"),
+                             ("dump_prefix", b"\xff", "(str) is not UTF-8 text")]:
+        answer = client.post(f"/api/v1/parameter/{name}", content=bad)
+        assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
+    assert client.get("/api/v1/parameter/zeta").content == b"1.5"  # unchanged
+    assert client.post("/api/v1/parameter/zeta", content=b"2e-3").status_code == 200
+    assert client.post("/api/v1/parameter/undescribed", content=b"\xff").status_code == 200
 
 
 # === status, config, load, logs ===

@@ -332,9 +332,6 @@ def test_the_page_asks_for_the_token(guarded: tuple[str, FastAPI], browser: Any)
     assert again.content == b"with the token"
 
 
-@pytest.mark.xfail(strict=True, reason="the controller stores any bytes as a parameter value; "
-                   "POST /api/v1/parameter/{name} does not check them against the description "
-                   "(controller/engine.py set_param), so there is no refused value to show yet")
 def test_a_refused_value_shows_the_rest_error(guarded: tuple[str, FastAPI],
                                               browser: Any) -> None:
     url, _app = guarded

@@ -56,7 +56,7 @@ from dranspose_fast.controller.watch import (
 from dranspose_fast.errors import MapError
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.mapping import MappingSequence
-from dranspose_fast.parameters import ParameterBase, ParameterType, StrParameter
+from dranspose_fast.parameters import ParameterBase, ParameterType, StrParameter, value_problem
 from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
 from dranspose_fast.runtime.redis_messages import (
     ControllerUpdate,
@@ -521,7 +521,17 @@ class Controller(Lifecycle):
     # === parameters ===
 
     def set_param(self, name: ParameterName, data: bytes) -> HashDigest:
-        """Store a new version of parameter ``name``; returns the new parameters hash."""
+        """Store a new version of parameter ``name``; returns the new parameters hash.
+
+        Raises
+        ------
+        RequestError
+            400 if a component describes ``name`` and ``data`` is no value of its type.
+        """
+        for desc in self.describe_parameters():
+            problem = value_problem(desc, data) if desc.name == name else None
+            if problem:
+                raise RequestError(400, f"parameter {name!r} ({desc.dtype}) {problem}")
         param = WorkParameter(name=name, data=data)
         with self._lock:
             self.redis.set(Keys.parameter(name, str(param.uuid)), data)
