@@ -69,3 +69,20 @@ def test_reducer_restart_ends_the_scan_with_that_reason(ens: Ensemble,
     source.send_series(3)
     assert ens.wait_finished()["finished"]
     assert ens.get("/api/v1/status").json()["reason"] == "completed"
+
+
+def test_a_controller_that_lost_its_lock_exits(ens: Ensemble) -> None:
+    import redis
+
+    from dranspose_fast.runtime.redis_messages import Keys
+
+    ens.env["DFAST_LOCK_TTL"] = "1"
+    ens.controller()
+    r = redis.Redis.from_url(ens.env["REDIS_URL"])
+    ens.wait("the controller to serve", lambda: ens.get("/api/v1/progress").status_code == 200)
+    r.set(Keys.LOCK, b"another-controller")  # its lock expired and another took it
+    proc = ens.procs.pop("controller")  # ens.wait would stop at its exit
+    code = proc.wait(20)
+    assert code == 0, ens.log("controller")
+    assert "stops serving" in ens.log("controller")
+    assert r.get(Keys.LOCK) == b"another-controller"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,6 +105,8 @@ def create_app(controller: Controller | None = None,
         owned = None
         if app.state.ctrl is None:
             owned = Controller(settings)
+            # two controllers must never serve one redis: losing the lock ends this server
+            owned.on_lock_lost = lambda: os.kill(os.getpid(), signal.SIGTERM)
             await anyio.to_thread.run_sync(owned.start)
             app.state.ctrl = owned
         try:
