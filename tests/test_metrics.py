@@ -123,17 +123,19 @@ class FakeClock:
 def test_duty_cycle_is_busy_time_over_wall_time_of_the_recent_window() -> None:
     clock = FakeClock()
     duty = metrics.DutyCycle(window=10.0, clock=clock)
-    for _ in range(20):  # 20 s: 0.25 s busy in every second
+    for _ in range(20):  # 20 s: 0.25 s busy in every second; a reader once a second
         duty.begin()
         clock.now += 0.25
         duty.end()
         clock.now += 0.75
+        duty.ratio()
     assert duty.busy_seconds() == pytest.approx(5.0)
     assert duty.ratio() == pytest.approx(0.25, abs=0.03)
     for _ in range(12):  # then fully busy for 12 s: the window forgets the quarter
         duty.begin()
         clock.now += 1.0
         duty.end()
+        duty.ratio()
     assert duty.ratio() == pytest.approx(1.0, abs=0.03)
     duty.begin()  # a pass that runs long counts while it runs
     clock.now += 30.0

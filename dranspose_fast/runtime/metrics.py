@@ -116,7 +116,7 @@ WORKER: dict[str, Spec] = {
     "results_sent": _c("dranspose_worker_results_total",
                        "Results sent to the reducer (process_event returned a value)."),
     "event_batches": _c("dranspose_worker_event_batches_total",
-                        "Event batches received from the ingesters for the current scan."),
+                        "Event batches received from the ingesters (not those dropped)."),
     "bytes_received": _c("dranspose_worker_received_bytes_total",
                          "Bytes of the event batches received (every frame)."),
     "result_messages": _c("dranspose_worker_result_batches_total",
@@ -344,23 +344,20 @@ class LatencyHistogram:
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.negative = 0
-        self._lock = threading.Lock()  # one writer per batch, the scrape reads
 
     def observe(self, seconds: float, count: int = 1) -> None:
-        negative = seconds < 0
-        if negative:
+        """Add ``count`` results of ``seconds`` (one writer thread; scrapes only read)."""
+        if seconds < 0:
+            self.negative += count
             seconds = 0.0
-        i = bisect_left(self.bounds, seconds)  # first bound >= seconds: the "le" bucket
-        with self._lock:
-            self.counts[i] += count
-            self.total += seconds * count
-            if negative:
-                self.negative += count
+        self.counts[bisect_left(self.bounds, seconds)] += count  # first bound >= seconds: "le"
+        self.total += seconds * count
 
     def families(self, component: str) -> list[Metric]:
         """The histogram ``LATENCY.name`` and the counter of negative latencies."""
-        with self._lock:
-            counts, total, negative = list(self.counts), self.total, self.negative
+        # Read without a lock: a scrape during an observation may see the batch in the
+        # buckets and not yet in the sum, never a bucket count going back.
+        counts, total, negative = list(self.counts), self.total, self.negative
         buckets: list[tuple[str, float]] = []
         running = 0
         for bound, n in zip([*map(repr, self.bounds), "+Inf"], counts, strict=True):
@@ -376,9 +373,10 @@ class LatencyHistogram:
 class DutyCycle:
     """Busy time / wall time of a data thread: ``begin()`` and ``end()`` around each pass.
 
-    The gauge (``ratio``) covers about the last ``window`` seconds: ``end`` keeps a sample of
-    the running busy total every ``DUTY_SAMPLE`` seconds; a pass still running counts up to
-    now, so a long ``process_event`` shows as busy while it runs.
+    The data thread only adds up its busy time; the readers (the config publisher every
+    ``config_interval``, scrapes) keep a sample of the running total at most every
+    ``DUTY_SAMPLE`` seconds, and ``ratio`` covers about the last ``window`` seconds from them.
+    A pass still running counts up to now, so a long ``process_event`` shows as busy.
     """
 
     def __init__(self, window: float = DUTY_WINDOW,
@@ -387,19 +385,15 @@ class DutyCycle:
         self.window = window
         self.busy = 0.0
         self.since = 0.0  # start of the running pass, 0 between passes
-        start = clock()
         self.samples: deque[tuple[float, float]] = deque(
-            [(start, 0.0)], maxlen=int(window / DUTY_SAMPLE) + 2)
+            [(clock(), 0.0)], maxlen=int(window / DUTY_SAMPLE) + 2)
 
     def begin(self) -> None:
         self.since = self.clock()
 
     def end(self) -> None:
-        now = self.clock()
-        self.busy += now - self.since
+        self.busy += self.clock() - self.since
         self.since = 0.0
-        if now - self.samples[-1][0] >= DUTY_SAMPLE:
-            self.samples.append((now, self.busy))
 
     def busy_seconds(self, now: float | None = None) -> float:
         """Busy time so far, the running pass included."""
@@ -408,9 +402,12 @@ class DutyCycle:
         return busy + (now - since if since else 0.0)
 
     def ratio(self) -> float:
+        """Busy time / wall time over about the last ``window`` seconds, 0..1."""
         now = self.clock()
         busy = self.busy_seconds(now)
         samples = list(self.samples)
+        if now - samples[-1][0] >= DUTY_SAMPLE:
+            self.samples.append((now, busy))
         t0, b0 = samples[0]
         for t, b in samples:  # the newest sample at least a window old, else the oldest
             if now - t < self.window:
