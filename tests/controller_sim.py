@@ -19,7 +19,7 @@ from dranspose_fast.controller import (
     Controller,
     ControllerSettings,
 )
-from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
+from dranspose_fast.protocol import ConnectedWorker, IngesterState, ReducerState, WorkerState
 from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
@@ -63,7 +63,11 @@ class Sim:
     def add_worker(self, name: str, tags: set[str] | None = None,
                    ingesters: list[str] | None = None) -> None:
         ings = [self.ingesters[i] for i in (ingesters or list(self.ingesters))]
-        self.workers[name] = WorkerState(name=name, ingesters=ings, tags=tags or {"generic"})
+        state = WorkerState(name=name, ingesters=ings, tags=tags or {"generic"})
+        for ing in ings:  # the ingester heard the worker's hello
+            ing.connected_workers[state.service_uuid] = ConnectedWorker(
+                name=name, service_uuid=state.service_uuid)
+        self.workers[name] = state
 
     def add_reducer(self) -> None:
         self.reducer = ReducerState(url="tcp://localhost:9999")

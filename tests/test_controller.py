@@ -500,3 +500,21 @@ def test_uuid_is_new_per_scan(ctrl: Controller, sim: Sim) -> None:
     a = ctrl.set_sequence(MappingSequence.from_uniform(["a"], 1))
     b = ctrl.set_sequence(MappingSequence.from_uniform(["a"], 1))
     assert a != b and uuid.UUID(str(a)).version == 4
+
+
+def test_a_stream_counts_only_when_its_ingester_heard_every_worker() -> None:
+    """A worker that dialled a wrong INGESTER_URL lists the ingester, which never hears it:
+    the stream must not look available (a map on it would hang at its first event)."""
+    import uuid as uuidlib
+
+    from dranspose_fast.controller.ensemble import EnsembleState, IngesterConfig, WorkerConfig
+    from dranspose_fast.protocol import ConnectedWorker
+
+    ing = IngesterConfig(name="eiger-ingester", url="tcp://127.0.0.1:9000", streams=["eiger"])
+    w0 = WorkerConfig(name="w0", ingesters=[ing])
+    w1 = WorkerConfig(name="w1", ingesters=[ing])
+    heard = {uuidlib.uuid4(): ConnectedWorker(name="w0", service_uuid=w0.service_uuid)}
+    ing.connected_workers = heard
+    assert EnsembleState(ingesters=[ing], workers=[w0, w1]).get_streams() == []
+    heard[uuidlib.uuid4()] = ConnectedWorker(name="w1", service_uuid=w1.service_uuid)
+    assert EnsembleState(ingesters=[ing], workers=[w0, w1]).get_streams() == ["eiger"]

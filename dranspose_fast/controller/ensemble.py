@@ -103,10 +103,14 @@ class EnsembleState(BaseModel):
     parameters_hash: HashDigest | None = None
 
     def get_streams(self) -> list[StreamName]:
-        """Ingester streams that every worker reaches through the ingesters it connects to."""
+        """Ingester streams that every worker reaches: the worker lists the ingester, and the
+        ingester lists the worker (it heard its hello; a worker that dialled a wrong
+        ``INGESTER_URL`` lists an ingester that never hears it)."""
         streams = {s for i in self.ingesters for s in i.streams}
+        heard = {i.name: {c.name for c in i.connected_workers.values()} for i in self.ingesters}
         for w in self.workers:
-            streams &= {s for i in w.ingesters for s in i.streams}
+            streams &= {s for i in w.ingesters if w.name in heard.get(i.name, ())
+                        for s in i.streams}
         return sorted(streams)
 
     def tags_of(self, name: str) -> set[str] | None:
