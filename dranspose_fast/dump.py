@@ -25,7 +25,6 @@ import io
 import mmap
 import operator
 import os
-import pickle
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -48,6 +47,8 @@ from dranspose_fast.event import (
     make_stream_data,
     message_tag_hook,
 )
+from dranspose_fast.helpers import safe_pickle
+from dranspose_fast.helpers.safe_pickle import AllowList
 
 __all__ = [
     "COPY_THRESHOLD",
@@ -102,9 +103,9 @@ def read_dump(path: PathLike) -> Iterator[InternalWorkerMessage]:
     path
         ``.cbors`` / ``.cbor`` (any other suffix is read as CBOR too, as in dranspose 0.2),
         optionally ``.gz``-compressed, or a legacy ``.pkls``.  A ``.pkls`` file that starts like
-        a CBOR dump is read as CBOR (0.2's ingester wrote CBOR whatever the suffix).  Pickles can
-        run code when loaded: only read ``.pkls`` files you trust; the unpickler is restricted to
-        the classes a dump contains.
+        a CBOR dump is read as CBOR (0.2's ingester wrote CBOR whatever the suffix).  Pickles are
+        read by the restricted unpickler (``helpers.safe_pickle``): plain data, numpy and the
+        two message classes only, so a ``.pkls`` file cannot run code.
 
     Returns
     -------
@@ -372,31 +373,12 @@ def _zero_copy_frames(msg: InternalWorkerMessage) -> InternalWorkerMessage:
 
 # --- legacy pickles ---
 
-_PICKLE_CLASSES: Final[dict[tuple[str, str], Any]] = {
-    ("dranspose.event", "InternalWorkerMessage"): InternalWorkerMessage,
-    ("dranspose.event", "StreamData"): StreamData,
-    ("dranspose_fast.event", "InternalWorkerMessage"): InternalWorkerMessage,
-    ("dranspose_fast.event", "StreamData"): StreamData,
-}
-_PICKLE_SAFE_MODULES: Final[dict[str, frozenset[str]]] = {
-    "datetime": frozenset({"datetime", "date", "time", "timedelta", "timezone"}),
-    "zoneinfo": frozenset({"ZoneInfo", "ZoneInfo._unpickle"}),
-    "copyreg": frozenset({"_reconstructor"}),
-    "builtins": frozenset({"object", "set", "frozenset", "bytearray", "list", "dict", "tuple"}),
-    "_codecs": frozenset({"encode"}),
-}
-
-
-class _DumpUnpickler(pickle.Unpickler):
-    """Loads 0.2's pickled messages as ours and refuses every class a dump does not hold."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        cls = _PICKLE_CLASSES.get((module, name))
-        if cls is not None:
-            return cls
-        if name in _PICKLE_SAFE_MODULES.get(module, ()):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dump file")
+#: What a ``.pkls`` dump may hold beside plain data: 0.2's message classes, read as ours.
+_DUMP_CLASSES: Final = AllowList(
+    {f"{module}:{cls.__name__}": cls
+     for module in ("dranspose.event", "dranspose_fast.event")
+     for cls in (InternalWorkerMessage, StreamData)},
+    hint=" in a dump file (it holds InternalWorkerMessage and StreamData only)")
 
 
 def _read_pickles(fh: _Reader, name: str) -> Iterator[InternalWorkerMessage]:
@@ -404,7 +386,7 @@ def _read_pickles(fh: _Reader, name: str) -> Iterator[InternalWorkerMessage]:
         while _peek(fh, 1):
             pos = fh.tell()
             try:
-                msg = _DumpUnpickler(fh).load()
+                msg = safe_pickle.load(fh, _DUMP_CLASSES)
             except EOFError as exc:
                 raise DumpError(f"{name}: truncated pickle at byte offset {pos}") from exc
             except Exception as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +15,8 @@ import cbor2
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from dranspose_fast.errors import ParameterFileError
+from dranspose_fast.helpers import safe_pickle
+from dranspose_fast.helpers.safe_pickle import AllowList, UnsafePickleError
 from dranspose_fast.protocol import ParameterName, WorkParameter
 
 __all__ = [
@@ -131,11 +132,14 @@ ParameterList: TypeAdapter[list[ParameterType]] = TypeAdapter(list[ParameterType
 
 
 def load_parameter_file(path: str | os.PathLike[str]) -> dict[ParameterName, WorkParameter]:
-    """Read a parameter file: JSON, pickle or CBOR list of ``{"name", "data"}`` records.
+    """Read a parameter file: a JSON, CBOR or pickle list of ``{"name", "data"}`` records.
 
-    JSON records carry ``data`` as text (the controller's ``parameters-<uuid>.json``), pickle and
-    CBOR records as bytes (``parameters-<uuid>.cbor`` when a value holds a NUL byte).  Pickle is
-    only read from a file the user named.
+    JSON records carry ``data`` as text (the controller's ``parameters-<uuid>.json``), CBOR
+    records as bytes (``parameters-<uuid>.cbor`` when a value holds a NUL byte). A pickle (a
+    list of ``WorkParameter`` or of such dicts, as dranspose 0.2 wrote) is read only from a
+    file named ``*.pkl`` or ``*.pickle``, and only as plain data (``helpers.safe_pickle``):
+    a file that names any other class is refused, it never runs code. Any other file is tried
+    as JSON, then as CBOR.
 
     Raises
     ------
@@ -145,22 +149,25 @@ def load_parameter_file(path: str | os.PathLike[str]) -> dict[ParameterName, Wor
         naming the file and what each format reported.
     """
     raw = Path(path).read_bytes()
-    problems: list[str] = []
     records: Any = None
-    try:
-        records = json.loads(raw.decode("utf8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.append(f"not JSON ({exc})")
+    if Path(path).suffix.lower() in _PICKLE_SUFFIXES:
         try:
-            records = pickle.loads(raw)
-        except Exception as exc2:
-            problems.append(f"not a pickle ({type(exc2).__name__}: {exc2})")
+            records = safe_pickle.loads(raw, _PICKLED_PARAMETERS)
+        except UnsafePickleError as exc:
+            raise ParameterFileError(f"{path}: cannot read parameters: {exc}") from None
+    else:
+        problems: list[str] = []
+        try:
+            records = json.loads(raw.decode("utf8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"not JSON ({exc})")
             try:
                 records = cbor2.loads(raw)
-            except Exception as exc3:
-                problems.append(f"not CBOR ({type(exc3).__name__}: {exc3})")
+            except Exception as exc2:
+                problems.append(f"not CBOR ({type(exc2).__name__}: {exc2})")
                 raise ParameterFileError(
                     f"{path}: cannot read parameters: " + "; ".join(problems)
+                    + "; a pickle is read only from a file named *.pkl or *.pickle"
                 ) from None
     try:
         params = _PARAMETER_RECORDS.validate_python(records)
@@ -191,3 +198,10 @@ def dump_parameter_file(
 
 
 _PARAMETER_RECORDS: TypeAdapter[list[WorkParameter]] = TypeAdapter(list[WorkParameter])
+#: File names a parameter pickle must have (deliberately not sniffed from the content).
+_PICKLE_SUFFIXES = (".pkl", ".pickle")
+#: What a parameter pickle may hold beside plain data: 0.2's records, read as ours.
+_PICKLED_PARAMETERS = AllowList(
+    {f"{module}:WorkParameter": WorkParameter
+     for module in ("dranspose.protocol", "dranspose_fast.protocol")},
+    hint=" in a parameter file (it holds WorkParameter records or {name, data} dicts)")
