@@ -1,20 +1,33 @@
 """Settings of every component, from the environment (the names of dranspose 0.2).
 
-Timing intervals are settings too (``DFAST_*``), so tests run them short.
+Timing intervals are settings too (``DFAST_*``), so tests run them short. The security
+settings (``DFAST_REST_*``, ``DFAST_RESULT_CLASSES``, ``DFAST_DUMP_ROOT``) are described in
+docs/security.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import string
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, RedisDsn, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    ByteSize,
+    Field,
+    RedisDsn,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import Url
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dranspose_fast.helpers.safe_pickle import parse_class_names
 from dranspose_fast.protocol import (
     GENERIC_WORKER,
     IngesterName,
@@ -53,6 +66,21 @@ class DistributedSettings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", validation_alias=AliasChoices("dfast_metrics_host")
     )
+    #: The directory dumps (``dump_prefix``) must stay in; unset: the component's current
+    #: directory.
+    dump_root: Path | None = Field(None, validation_alias=AliasChoices("dfast_dump_root"))
+
+    def dump_path_problem(self, path: str) -> str | None:
+        """Why no file may be written at ``path`` (``None``: it may): it resolves (symbolic
+        links followed) outside ``dump_root``, or it holds a NUL byte."""
+        if "\x00" in path:
+            return f"{path!r} holds a NUL byte"
+        root = Path(self.dump_root if self.dump_root is not None else os.getcwd()).resolve()
+        target = Path(path).resolve()
+        if target != root and root not in target.parents:
+            return (f"{path!r} resolves to {target}, outside the dump root {root} "
+                    "(DFAST_DUMP_ROOT; unset: the current directory)")
+        return None
 
 
 def random_worker_name() -> WorkerName:
@@ -67,7 +95,33 @@ class WorkerSettings(DistributedSettings):
     credit_window: int = Field(256, ge=1, validation_alias=AliasChoices("dfast_credit_window"))
 
 
-class ReducerSettings(DistributedSettings):
+def _names(value: object) -> object:
+    """A list setting from the environment: a JSON list, or comma-separated text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class ResultSettings(BaseSettings):
+    """``DFAST_RESULT_CLASSES``: the classes results may hold beside plain data and numpy,
+    ``module:Name`` each, comma-separated (or a JSON list); read by the reducer and replay."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    result_classes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("dfast_result_classes", "result_classes"))
+
+    @field_validator("result_classes", mode="before")
+    @classmethod
+    def _class_names(cls, value: object) -> object:
+        names = _names(value)
+        return parse_class_names(names) if isinstance(names, list | tuple) else names
+
+
+class ReducerSettings(DistributedSettings, ResultSettings):
     reducer_url: ZmqUrl = Url("tcp://localhost:10200")
     reducer_class: str | None = None
 
@@ -89,6 +143,97 @@ class IngesterSettings(DistributedSettings):
         if not self.ingester_name:
             self.ingester_name = IngesterName("_".join(self.ingester_streams) + "-ingester")
         return self
+
+
+#: Body limits of the endpoints that carry data (trigger maps, parameter values such as
+#: detector masks); every other endpoint has ``rest_max_body``.
+LARGE_BODY = 512 << 20
+
+
+class RestSettings(BaseSettings):
+    """Who may use the HTTP APIs of the controller, reducer, debug worker and replay
+    (docs/security.md).
+
+    ``DFAST_REST_TOKEN`` or ``DFAST_REST_TOKEN_FILE`` (a file holding it, as a Kubernetes
+    secret mounts it) sets a bearer token; ``DFAST_REST_AUTH`` says which requests need it:
+    ``mutating`` (default: every request that changes something) or ``all``.
+    ``DFAST_REST_CORS_ORIGINS`` lists the web origins allowed to call the API from a browser
+    (default: none but the page's own). ``DFAST_REST_MAX_BODY`` limits request bodies
+    (default 1 MiB), ``DFAST_REST_BODY_LIMITS`` (a JSON object, path template to size) per
+    endpoint; sizes are bytes or text such as ``512MiB``.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    rest_token: SecretStr | None = Field(None, validation_alias=AliasChoices("dfast_rest_token"))
+    rest_token_file: Path | None = Field(
+        None, validation_alias=AliasChoices("dfast_rest_token_file"))
+    rest_auth: Literal["mutating", "all"] = Field(
+        "mutating", validation_alias=AliasChoices("dfast_rest_auth"))
+    rest_cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("dfast_rest_cors_origins"))
+    rest_max_body: ByteSize = Field(
+        ByteSize(1 << 20), ge=0, validation_alias=AliasChoices("dfast_rest_max_body"))
+    rest_body_limits: dict[str, ByteSize] = Field(
+        default_factory=dict, validation_alias=AliasChoices("dfast_rest_body_limits"))
+
+    @field_validator("rest_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        origins = _names(value)
+        if isinstance(origins, list | tuple):
+            for origin in origins:
+                if origin != "*" and (not isinstance(origin, str) or origin.count("/") != 2
+                                      or not origin.startswith(("http://", "https://"))):
+                    raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], "
+                                     "no path) or *")
+            return tuple(o.rstrip("/").lower() for o in origins)
+        return origins
+
+    @field_validator("rest_body_limits")
+    @classmethod
+    def _paths(cls, value: dict[str, ByteSize]) -> dict[str, ByteSize]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not a path (it starts with /)")
+        return value
+
+    @field_validator("rest_token")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("DFAST_REST_TOKEN is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> RestSettings:
+        if self.rest_token is not None and self.rest_token_file is not None:
+            raise ValueError("set DFAST_REST_TOKEN or DFAST_REST_TOKEN_FILE, not both")
+        if self.rest_token_file is not None:
+            try:
+                text = self.rest_token_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"DFAST_REST_TOKEN_FILE {self.rest_token_file}: cannot read "
+                                 f"it ({exc})") from None
+            if not text:
+                raise ValueError(f"DFAST_REST_TOKEN_FILE {self.rest_token_file} is empty")
+            self.rest_token = SecretStr(text)
+        if self.rest_auth == "all" and self.rest_token is None:
+            raise ValueError("DFAST_REST_AUTH=all needs DFAST_REST_TOKEN or "
+                             "DFAST_REST_TOKEN_FILE")
+        return self
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token (``None``: no authentication)."""
+        return None if self.rest_token is None else self.rest_token.get_secret_value().strip()
+
+    def body_limit(self, template: str, large: bool = False) -> int:
+        """Bytes a request body to the endpoint ``template`` may have."""
+        found = self.rest_body_limits.get(template)
+        if found is not None:
+            return int(found)
+        return LARGE_BODY if large else int(self.rest_max_body)
 
 
 class CliSettings(BaseSettings):
