@@ -13,6 +13,11 @@ A result message names the mapping uuid the worker produced it for
 a scan the reducer has not heard of yet (a worker that switched first) are held, bounded,
 until the update arrives.
 
+Results are unpickled as data only (``dataplane.decode_result``): plain data, numpy, and the
+classes named in ``DFAST_RESULT_CLASSES``. A result that names anything else is refused
+before any of its code could run, counted in ``undecodable_results`` (a loss in
+``/api/v1/status``) and logged sparsely; the scan goes on.
+
 The objects that exist at start (imports, the user's class) are exempted from the cyclic
 collector (``gc.freeze``), so full collections of that heap do not pause the result loop.
 """
@@ -33,6 +38,7 @@ import uvicorn
 import zmq
 from fastapi import FastAPI, Response
 
+from dranspose_fast.api.guard import protect
 from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.helpers.utils import import_class
@@ -49,12 +55,11 @@ from dranspose_fast.runtime.metrics import (
 )
 from dranspose_fast.runtime.redis_messages import ControllerUpdate, Keys, ReducedMessage
 from dranspose_fast.runtime.service import Service
-from dranspose_fast.runtime.settings import ReducerSettings
+from dranspose_fast.runtime.settings import ReducerSettings, RestSettings
 from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
     close_user_object,
-    decode_payload,
     describe,
 )
 
@@ -107,6 +112,8 @@ class Reducer(Service):
 
     def __init__(self, settings: ReducerSettings | None = None) -> None:
         self.reducer_settings = settings if settings is not None else ReducerSettings()
+        #: What results may hold (raises ValueError for a class that cannot be allowed).
+        self.result_classes = dataplane.result_classes(self.reducer_settings.result_classes)
         url = self.reducer_settings.reducer_url
         state = ReducerServiceState(url=url)
         super().__init__(state, self.reducer_settings)
@@ -316,14 +323,16 @@ class Reducer(Service):
             return
         for evn, payload in results:
             try:
-                value = decode_payload(payload)
+                value = dataplane.decode_result(payload, self.result_classes)
             except Exception as exc:
                 # Counted as reduced for the worker, so the scan can still complete.
                 self._counts["undecodable"] += 1
                 per_worker = host.counters.per_worker
                 per_worker[worker] = per_worker.get(worker, 0) + 1
-                self.log.error("reducer: result %d of %s cannot be unpickled: %s",
-                               evn, worker, exc)
+                count = self._counts["undecodable"]
+                if count & (count - 1) == 0:  # the 1st, 2nd, 4th, ...: a flood stays short
+                    self.log.error("reducer: result %d of %s refused (%d undecodable so "
+                                   "far): %s", evn, worker, count, exc)
                 continue
             host.process(evn, worker, phash, value)  # type: ignore[arg-type]
         self._dirty = True
@@ -377,11 +386,14 @@ class Reducer(Service):
 # === HTTP ===
 
 
-def create_app(reducer: Reducer | None = None) -> FastAPI:
+def create_app(reducer: Reducer | None = None, rest: RestSettings | None = None) -> FastAPI:
     """The reducer's HTTP app: the h5dict view of ``publish`` at ``/`` and the status.
 
     Without ``reducer`` the app builds one from the environment (``ReducerSettings``) when
     it starts and closes it when it stops, as ``uvicorn dranspose_fast.reducer:app`` needs.
+    ``rest`` (default: from the environment) sets the token, origins and body limits
+    (docs/security.md); every endpoint only reads, so a token is asked for only with
+    ``DFAST_REST_AUTH=all``.
     """
     holder: dict[str, Reducer] = {}
     if reducer is not None:
@@ -403,6 +415,7 @@ def create_app(reducer: Reducer | None = None) -> FastAPI:
                 holder.pop("r").close()
 
     app = FastAPI(title="dranspose-fast reducer", lifespan=lifespan)
+    protect(app, rest, reads=("/datasets/{uuid}/value",))
 
     def get_data() -> tuple[Any, AbstractContextManager[Any]]:
         current = holder.get("r")
@@ -437,6 +450,7 @@ def run(
     on_start: Callable[[Reducer], None] | None = None,
 ) -> None:
     """Run a reducer and serve its HTTP app with uvicorn until SIGTERM/SIGINT."""
+    rest = RestSettings()  # invalid settings: an error before anything starts
     reducer = Reducer(settings)
     # uvicorn re-raises the signal that stopped it once it is done; with our handler in place
     # that only sets the stop event, so ``close()`` below still runs (and deletes the key).
@@ -445,6 +459,6 @@ def run(
     if on_start is not None:
         on_start(reducer)
     try:
-        uvicorn.run(create_app(reducer), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(reducer, rest), host=host, port=port, log_level=log_level)
     finally:
         reducer.close()

@@ -2,7 +2,8 @@
 
 Routes (those of 0.2's replay app): the h5dict router at ``/`` and
 ``POST``/``GET /api/v1/parameter/{name}``.  A POSTed value is parsed through the parameter's
-description when there is one, and takes effect for the next event.
+description when there is one, and takes effect for the next event. The token, origin and
+body-size rules of ``DFAST_REST_*`` apply (docs/security.md), as on the controller.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
+from dranspose_fast.api.guard import protect
 from dranspose_fast.api.h5dict import router as h5dict_router
 from dranspose_fast.api.server import HttpThread
 from dranspose_fast.parameters import ParameterBase
@@ -25,6 +27,7 @@ def create_app(
     reducer: ReducerHost, descriptions: dict[ParameterName, ParameterBase]
 ) -> FastAPI:
     app = FastAPI(title="dranspose-fast replay")
+    protect(app, reads=("/datasets/{uuid}/value",), large=("/api/v1/parameter/{name}",))
     app.state.get_data = reducer.get_data
 
     @app.post("/api/v1/parameter/{name}")

@@ -19,13 +19,15 @@ from typing import Any
 import zmq
 
 from dranspose_fast.errors import ServiceError
+from dranspose_fast.helpers.safe_pickle import PLAIN_DATA, AllowList
 from dranspose_fast.protocol import HashDigest
 from dranspose_fast.replay.dispatch import Dispatcher, Streams
 from dranspose_fast.replay.pacing import Pacing, Progress
 from dranspose_fast.replay.report import ReplayReport
+from dranspose_fast.replay.results import REFUSED, read_result
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.tick import new_shared_tick
-from dranspose_fast.runtime.usercode import Parameters, ReducerHost, decode_payload
+from dranspose_fast.runtime.usercode import Parameters, ReducerHost
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ def run_pool(
     report: ReplayReport,
     pacing: Pacing,
     progress: Progress,
+    allowed: AllowList = PLAIN_DATA,
 ) -> None:
     pool = _Pool(wclass, worker_names, parameters, reducer)
+    pool.allowed = allowed
     started = time.perf_counter()
     try:
         pool.start()
@@ -90,6 +94,8 @@ class _Pool:
         self.names = names
         self.ids = {n.encode(): i for i, n in enumerate(names)}
         self.reducer = reducer
+        #: What results may hold (``DFAST_RESULT_CLASSES``), as the live reducer reads them.
+        self.allowed = PLAIN_DATA
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -171,8 +177,10 @@ class _Pool:
             if kind == dataplane.RESULTS:
                 worker, phash, results = dataplane.decode_results(frames)
                 for evn, payload in results:
-                    self.reducer.process(evn, worker, HashDigest(phash) if phash else None,
-                                        decode_payload(payload))
+                    value = read_result(payload, self.allowed, self.reducer, worker, evn)
+                    if value is not REFUSED:
+                        self.reducer.process(evn, worker, HashDigest(phash) if phash else None,
+                                            value)
             elif kind == dataplane.CREDIT:
                 self.credits[wi] += dataplane.decode_credit(frames)
             elif kind == dataplane.DONE:

@@ -7,7 +7,10 @@ from dranspose 0.2, on purpose:
   end the replay: the other files play on;
 * with ``map_file`` the events are bound to workers by the same engine as the live controller,
   so stateful workers see the same events they would see at the beamline;
-* user exceptions are logged and counted (``ReplayReport``) instead of ending the replay.
+* user exceptions are logged and counted (``ReplayReport``) instead of ending the replay;
+* results are read back as data only, as the live reducer reads them (``read_result``):
+  a result class must be named in ``DFAST_RESULT_CLASSES``, else the result is refused and
+  counted as a reducer error.
 """
 
 from __future__ import annotations
@@ -32,19 +35,22 @@ from dranspose_fast.event import (
     StreamData,
     make_event_data,
 )
+from dranspose_fast.helpers.safe_pickle import AllowList
 from dranspose_fast.helpers.utils import import_class, parameters_hash
 from dranspose_fast.parameters import load_parameter_file
 from dranspose_fast.protocol import ReducerState, WorkerName, WorkerState, WorkParameter
 from dranspose_fast.replay.dispatch import Dispatcher, MapDispatcher, SpreadDispatcher
 from dranspose_fast.replay.pacing import Pacing, Progress, progress_bar
 from dranspose_fast.replay.report import ReplayReport
+from dranspose_fast.replay.results import REFUSED, read_result
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.settings import ResultSettings
 from dranspose_fast.runtime.tick import TickClock
 from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
     WorkerHost,
     apply_descriptions,
-    decode_payload,
     describe,
     encode_payload,
 )
@@ -203,6 +209,7 @@ def replay(
     """
     workercls = import_class(wclass)
     reducercls = import_class(rclass)
+    allowed = dataplane.result_classes(ResultSettings().result_classes)
     parameters = get_parameters(parameter_file, workercls, reducercls)
     inputs = open_inputs(zmq_files, source)
     names = [os.fspath(f) for f in zmq_files or []] or [f"source {source}"]
@@ -234,7 +241,8 @@ def replay(
             from dranspose_fast.replay.pool import run_pool
 
             run_pool(wclass, worker_names, parameters, events, dispatcher, reducer, report,
-                     pacing=Pacing(rate, latency), progress=progress_bar(progress))
+                     pacing=Pacing(rate, latency), progress=progress_bar(progress),
+                     allowed=allowed)
         else:
             clock = TickClock()  # one tick per interval across all workers, as live
             workers = [
@@ -243,7 +251,7 @@ def replay(
                 for name in worker_names
             ]
             _run_in_process(workers, events, dispatcher, reducer, report,
-                            Pacing(rate, latency), progress_bar(progress))
+                            Pacing(rate, latency), progress_bar(progress), allowed)
             for worker in workers:
                 worker.finish()
                 report.worker_errors += worker.counters.errors
@@ -275,6 +283,7 @@ def _run_in_process(
     report: ReplayReport,
     pacing: Pacing,
     progress: Progress,
+    allowed: AllowList,
 ) -> None:
     started = time.perf_counter()
     per_worker = [0] * len(workers)
@@ -300,7 +309,10 @@ def _run_in_process(
                 result = worker.process(event)
                 if result is not None:
                     # Same serialization as on the network: the reducer gets a copy.
-                    reduce(evn, worker.name, phash, decode_payload(encode_payload(result)))
+                    value = read_result(encode_payload(result), allowed, reducer, worker.name,
+                                        evn)
+                    if value is not REFUSED:
+                        reduce(evn, worker.name, phash, value)
             progress.add(1)
     finally:
         progress.close()

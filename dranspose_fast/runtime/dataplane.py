@@ -10,8 +10,10 @@ Layouts (internal; they need not match dranspose 0.2's; docs/protocol.md):
 * result batch, worker → reducer ``[b"R", meta, index, payload, scan]``: ``meta`` is msgpack
   ``[worker, parameters_hash, arrival]``, ``arrival`` the oldest stamp of the event batches
   the worker received since its previous result batch (``nil``: none, as in a replay); each
-  payload is the pickled return value of ``process_event``; ``scan`` is the 16 bytes of the
-  mapping uuid the results belong to (``NO_SCAN`` in a replay).
+  payload is the pickled return value of ``process_event``, read back by ``decode_result``
+  as data only (``helpers.safe_pickle``: plain data, numpy, and the classes of
+  ``DFAST_RESULT_CLASSES``); ``scan`` is the 16 bytes of the mapping uuid the results belong
+  to (``NO_SCAN`` in a replay).
 * hello, worker → ingester ``[b"H", service_uuid]`` (16 bytes); a replay worker process
   says ``[b"H"]`` to its pool.
 * replay pool ↔ worker process: ``[b"P", pickled parameters]``, ``[b"F"]`` (finish),
@@ -34,6 +36,8 @@ import zmq
 
 from dranspose_fast import _batch
 from dranspose_fast.event import StreamData
+from dranspose_fast.helpers import safe_pickle
+from dranspose_fast.helpers.safe_pickle import AllowList
 
 #: Frames at least this large are sent as their own zero-copy ZMQ frames; smaller ones are
 #: packed (pyzmq copies frames below this size anyway).
@@ -175,6 +179,35 @@ def decode_result_batch(
     result_scan(frames)
     worker, phash, arrival = _result_meta_decoder.decode(_bytes(frames[1]))
     return worker, phash, arrival, _batch.unpack_results(frames[2], frames[3])
+
+
+#: Appended to the message of a refused result: where its class is allowed.
+RESULT_CLASSES_HINT = ("; a result class must be named in DFAST_RESULT_CLASSES (module:Name) "
+                       "where results are read (reducer, replay)")
+
+
+def result_classes(names: Sequence[str] = ()) -> AllowList:
+    """What results may hold: plain data, numpy arrays, dtypes and scalars, and the classes
+    ``names`` (``module:Name``, e.g. ``ResultSettings().result_classes``), imported now.
+
+    Raises
+    ------
+    ValueError
+        in one line, naming an entry that is not a class that can be imported.
+    """
+    return safe_pickle.allow_list(names, hint=RESULT_CLASSES_HINT)
+
+
+def decode_result(payload: Any, allowed: AllowList) -> Any:
+    """One result of a batch (the pickle ``process_event``'s value became), as data only.
+
+    Raises
+    ------
+    safe_pickle.UnsafePickleError
+        if the pickle names a global ``allowed`` does not hold (it never runs), states a
+        numpy object numpy would not build itself, or is corrupt; the message names it.
+    """
+    return safe_pickle.loads(payload, allowed)
 
 
 # === control messages ===
