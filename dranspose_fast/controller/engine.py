@@ -526,12 +526,18 @@ class Controller(Lifecycle):
         Raises
         ------
         RequestError
-            400 if a component describes ``name`` and ``data`` is no value of its type.
+            400 if a component describes ``name`` and ``data`` is no value of its type, or
+            ``dump_prefix`` names a place outside the dump root (``DFAST_DUMP_ROOT``).
         """
         for desc in self.describe_parameters():
             problem = value_problem(desc, data) if desc.name == name else None
             if problem:
                 raise RequestError(400, f"parameter {name!r} ({desc.dtype}) {problem}")
+        if name == DUMP_PREFIX and data:
+            # a file name after the prefix, as the dumps append one (docs/security.md)
+            problem = self.settings.dump_path_problem(data.decode("utf8") + "mapping.json")
+            if problem:
+                raise RequestError(400, f"parameter {name!r}: {problem}")
         param = WorkParameter(name=name, data=data)
         with self._lock:
             self.redis.set(Keys.parameter(name, str(param.uuid)), data)

@@ -21,13 +21,13 @@ from typing import Annotated, Any
 import anyio
 import redis
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import UUID4, BaseModel, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from dranspose_fast import __version__
+from dranspose_fast.api.guard import protect
 from dranspose_fast.controller.engine import Controller
 from dranspose_fast.controller.ensemble import ControllerSettings, EnsembleState, RequestError
 from dranspose_fast.controller.scan import Progress, ScanState, Status, WorkerLoad
@@ -37,8 +37,13 @@ from dranspose_fast.parameters import ParameterType
 from dranspose_fast.protocol import HashDigest, ParameterName, StreamName
 from dranspose_fast.runtime.metrics import CONTENT_TYPE, controller_families, exposition
 from dranspose_fast.runtime.redis_messages import Keys
+from dranspose_fast.runtime.settings import RestSettings
 
 logger = logging.getLogger("dranspose_fast.controller.api")
+
+#: Endpoints whose bodies may be large (trigger maps, parameter values such as masks).
+LARGE_BODIES = ("/api/v1/sequence", "/api/v1/sequence/append", "/api/v1/mapping",
+                "/api/v1/parameter/{name}")
 
 #: The live status page served at ``/`` (plain HTML, JS and CSS; docs/status-page.md).
 _STATIC = Path(__file__).resolve().parent / "static"
@@ -88,7 +93,8 @@ Ctrl = Annotated[Controller, Depends(_ctrl)]
 
 
 def create_app(controller: Controller | None = None,
-               settings: ControllerSettings | None = None) -> FastAPI:
+               settings: ControllerSettings | None = None,
+               rest: RestSettings | None = None) -> FastAPI:
     """The controller's FastAPI app.
 
     Parameters
@@ -98,6 +104,10 @@ def create_app(controller: Controller | None = None,
         creates and starts one from ``settings`` at startup and closes it at shutdown.
     settings : ControllerSettings, optional
         Used only when ``controller`` is None (default: from the environment).
+    rest : RestSettings, optional
+        Token, origins and body limits (docs/security.md; default: from the environment).
+        The status page (``/``, ``/static/``) stays readable without a token, so it can ask
+        for one.
     """
 
     @asynccontextmanager
@@ -119,7 +129,7 @@ def create_app(controller: Controller | None = None,
     app = FastAPI(title="dranspose-fast controller", version=__version__, lifespan=lifespan,
                   description="Trigger maps, parameters and scan progress of dranspose-fast.")
     app.state.ctrl = controller
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_credentials=True)
+    protect(app, rest, public=("/", "/static/"), large=LARGE_BODIES)
 
     @app.exception_handler(RequestError)
     async def _refused(request: Request, exc: RequestError) -> JSONResponse:
