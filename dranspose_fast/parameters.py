@@ -6,6 +6,7 @@ raw bytes and are parsed with the description's ``from_bytes``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -162,7 +163,7 @@ def load_parameter_file(path: str | os.PathLike[str]) -> dict[ParameterName, Wor
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             problems.append(f"not JSON ({exc})")
             try:
-                records = cbor2.loads(raw)
+                records = _whole_cbor(raw)
             except Exception as exc2:
                 problems.append(f"not CBOR ({type(exc2).__name__}: {exc2})")
                 raise ParameterFileError(
@@ -179,6 +180,15 @@ def load_parameter_file(path: str | os.PathLike[str]) -> dict[ParameterName, Wor
             f"{first['msg']}"
         ) from None
     return {ParameterName(p.name): p for p in params}
+
+
+def _whole_cbor(raw: bytes) -> Any:
+    """One CBOR item that is the whole file (a pickle starts like an empty CBOR array)."""
+    source = io.BytesIO(raw)
+    value = cbor2.CBORDecoder(source).decode()
+    if source.tell() != len(raw):
+        raise ValueError(f"{len(raw) - source.tell()} bytes after the first CBOR item")
+    return value
 
 
 def dump_parameter_file(
