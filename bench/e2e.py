@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,8 +118,14 @@ class UserEnsemble(Ensemble):
             raise SystemExit("dranspose-fast is not on PATH (pip install -e .)")
         self.command = ([command] if launch == "script" and command
                         else [sys.executable, "-m", "dranspose_fast.cli"])
+        #: ``--metrics``: the metrics address of every worker and ingester (None: no ports).
+        self.metrics_urls: dict[str, str] | None = None
 
     def spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        if self.metrics_urls is not None and args[0] in ("worker", "ingester"):
+            port = free_port()
+            args = [*args, "--metrics-port", str(port)]
+            self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
         with open(log, "wb") as fh:
@@ -126,6 +133,33 @@ class UserEnsemble(Ensemble):
                                     stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs[name] = proc
         return proc
+
+
+class MetricsScraper(threading.Thread):
+    """``--metrics``: GET every component's ``/metrics`` every ``period`` seconds, as
+    Prometheus does (here from the bench process, on the same 2 cores)."""
+
+    def __init__(self, urls: list[str], period: float = 1.0) -> None:
+        super().__init__(name="scraper", daemon=True)
+        self.urls, self.period = urls, period
+        self.done = threading.Event()
+        self.scrapes = self.failures = 0
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.done.wait(self.period):
+                for url in self.urls:
+                    try:
+                        ok = client.get(url).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    self.scrapes += 1
+                    self.failures += not ok
+
+    def stop(self) -> dict[str, int]:
+        self.done.set()
+        self.join(10)
+        return {"scrapes": self.scrapes, "failures": self.failures}
 
 
 def wait_until(ens: Ensemble, what: str, check: Callable[[], bool], poll: float,
@@ -164,6 +198,9 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
     redis = RedisServer(tmp)
     redis.start()
     ens = UserEnsemble(redis.url, tmp, cfg.fast_timings, cfg.launch)
+    if getattr(cfg, "metrics", False):
+        ens.metrics_urls = {}
+    scraper: MetricsScraper | None = None
     source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
     latency_file = tmp / "latency.npz"
     ens.env[LATENCY_FILE_ENV] = str(latency_file)
@@ -198,6 +235,10 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         threads0 = {n: thread_cpu_seconds(p.pid) for n, p in ens.procs.items()}
         spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
                  if profile else [])
+        if ens.metrics_urls is not None:
+            scraper = MetricsScraper([f"{ens.controller_url}/metrics",
+                                      f"{ens.reducer_url}/metrics", *ens.metrics_urls.values()])
+            scraper.start()
         t0, wall0 = time.perf_counter(), time.time()
         if paced is not None:
             paced(source.socket)
@@ -218,6 +259,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
                        lambda: ens.get("/api/v1/progress").json()["finished"], cfg.poll, 600)
         seconds = time.perf_counter() - t0
         cpu_wait = time.process_time() - cpu_wait0
+        scraped = scraper.stop() if scraper is not None else None
         progress = ens.get("/api/v1/progress").json()
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
         cpu["bench_wait"] = round(cpu_wait, 3)
@@ -229,7 +271,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         status = ens.get("/api/v1/status").json()
         out: dict[str, Any] = {"seconds": seconds, "progress": progress, "cpu": cpu,
                                "cpu_threads": threads, "seconds_to_controller": seconds,
-                               "status_keys": sorted(status)}
+                               "status_keys": sorted(status), "scraped": scraped}
         if paced is None:
             # Timed to the last result reduced, as the relay is timed to its sink's last frame
             # (the controller notices the end later and the REST polling adds up to --poll).
@@ -266,6 +308,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
             out["source_lateness"] = latency_stats(paced.lateness)
         return out
     finally:
+        if scraper is not None:
+            scraper.stop()
         source.close()
         # Each component on its own: one that does not stop on SIGTERM (killed, reported)
         # neither hides the error that ended the run nor leaves the others running.
@@ -319,7 +363,8 @@ def _summary(args: argparse.Namespace, shape: tuple[int, int],
     return {
         "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
         "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
-                                                 "end", "poll", "poll_client", "settle")},
+                                                 "end", "poll", "poll_client", "settle",
+                                                 "metrics")},
         "events_per_s": events / ours_s, "events_per_s_range": [min(rates), max(rates)],
         "GB_per_s": args.frames * nbytes / ours_s / 1e9,
         "raw_frames_per_s": events / base_s, "raw_GB_per_s": args.frames * nbytes / base_s / 1e9,
@@ -440,6 +485,9 @@ def main() -> None:
                            "as tests/ensemble.py does")
     user.add_argument("--settle", type=float, default=0.0,
                       help="seconds between the sequence POST's answer and the first send")
+    user.add_argument("--metrics", action="store_true",
+                      help="give the workers and the ingester a metrics port and scrape every "
+                           "component's /metrics every second during the run")
     parser.add_argument("--ab", default=None, metavar="FLAGS",
                         help="interleave runs of these settings (A) and of them plus FLAGS (B)")
     args = parser.parse_args()
