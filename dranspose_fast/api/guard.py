@@ -75,8 +75,8 @@ class RestGuard:
     rest
         The settings (token, auth mode, origins, limits).
     public
-        Paths open without a token even with ``DFAST_REST_AUTH=all``: exact paths, or
-        prefixes ending in ``/``.
+        Paths open without a token even with ``DFAST_REST_AUTH=all``: exact paths (``/``
+        too), or prefixes ending in ``/`` (``/static/``).
     reads
         Path templates of POST endpoints that only read (the reducer's ``select`` POST).
     large
@@ -90,8 +90,8 @@ class RestGuard:
         self.token = token.encode() if token is not None else None
         self.everything = rest.rest_auth == "all"
         self.origins = frozenset(rest.rest_cors_origins)
-        self.exact = frozenset(p for p in (*public, *DOCS) if not p.endswith("/"))
-        self.prefixes = tuple(p for p in public if p.endswith("/"))
+        self.exact = frozenset(p for p in (*public, *DOCS) if p == "/" or not p.endswith("/"))
+        self.prefixes = tuple(p for p in public if p != "/" and p.endswith("/"))
         self.reads = [_template(t) for t in reads]
         templates = list(dict.fromkeys([*large, *rest.rest_body_limits]))
         self.limits = [(_template(t), rest.body_limit(t, large=t in large)) for t in templates]
