@@ -3,8 +3,9 @@
 A real ensemble (Redis, controller, reducer, three workers, a STINS ingester) runs a scan
 while selenium reads the page: the counts it shows must be the REST API's, a parameter set
 on the page must reach the workers, a worker's class error must show. A second controller,
-in this process with a test-only middleware that wants a bearer token, checks that the
-page asks for the token and shows the REST error text of a refused request.
+in this process, wants a bearer token for every API request (``DFAST_REST_TOKEN``,
+``DFAST_REST_AUTH=all``): the page must ask for it and show the REST error text of a refused
+request.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``bash scripts/test.sh`` installs them)
 and ``selenium`` (the test extra). Outside CI the tests skip without them; under ``CI=true``
@@ -25,11 +26,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from dranspose_fast.api.server import HttpThread
 from dranspose_fast.controller.routes import create_app
+from dranspose_fast.runtime.settings import RestSettings
 from tests.conftest import free_port
 from tests.controller_sim import settings_for
 from tests.ensemble import Ensemble, uniform
@@ -238,44 +238,33 @@ def test_the_page_shows_a_scan_and_sets_parameters(ens: Ensemble, browser: Any,
     assert httpx.get(docs).status_code == 200  # the API docs stay reachable
 
 
-# === a controller that wants a token (test-only middleware), in this process ===
-
-
-def want_token(app: FastAPI) -> None:
-    """Test-only stand-in for the security issue's bearer-token check: every ``/api/``
-    request needs ``Authorization: Bearer <app.state.token>`` while that is set."""
-
-    @app.middleware("http")
-    async def check(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        want = request.app.state.token
-        if want and request.url.path.startswith("/api/"):
-            got = request.headers.get("authorization", "")
-            if not got.startswith("Bearer "):
-                return JSONResponse({"detail": "a bearer token is required"}, status_code=401)
-            if got.removeprefix("Bearer ") != want:
-                return JSONResponse({"detail": "the token is not valid"}, status_code=403)
-        response: Response = await call_next(request)
-        return response
+# === controllers served in this process, one of them wanting a token ===
 
 
 @pytest.fixture
-def guarded(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, FastAPI]]:
-    """A controller served by uvicorn here, behind ``want_token``, with one real worker
-    process (its class describes the parameters ``roi1`` and ``delay_ms``)."""
-    app = create_app(None, settings_for(redis_url))
-    app.state.token = None
-    want_token(app)
+def serve(redis_url: str, tmp_path: Path) -> Iterator[Callable[[RestSettings], str]]:
+    """Serve a controller with the given REST settings, with one real worker process (its
+    class describes the parameters ``roi1`` and ``delay_ms``); returns its URL."""
     ens = Ensemble(redis_url, tmp_path)
-    http = HttpThread(app, port=free_port()).start()
-    try:
-        ens.worker("w0")
-        url = http.url.rstrip("/")
+    servers: list[HttpThread] = []
+
+    def start(rest: RestSettings) -> str:
+        app = create_app(None, settings_for(redis_url), rest=rest)
+        servers.append(HttpThread(app, port=free_port()).start())
+        url = servers[-1].url.rstrip("/")
+        auth = {"Authorization": f"Bearer {rest.token}"} if rest.token else {}
+        if "w0" not in ens.procs:
+            ens.worker("w0")
         ens.wait("the worker's parameter descriptions", lambda: "delay_ms" in [
-            p["name"] for p in httpx.get(url + "/api/v1/parameters").json()])
-        yield url, app
+            p["name"] for p in httpx.get(url + "/api/v1/parameters", headers=auth).json()])
+        return url
+
+    try:
+        yield start
     finally:
         codes = ens.stop_all()
-        http.stop()
+        for server in servers:
+            server.stop()
     assert codes == {"w0": 0}, ens.all_logs()
 
 
@@ -296,15 +285,18 @@ def answer_token(driver: Any, token: str | None) -> None:
     driver.find_element(By.ID, "token-submit").click()
 
 
-def test_the_page_asks_for_the_token(guarded: tuple[str, FastAPI], browser: Any) -> None:
-    url, app = guarded
-    app.state.token = TOKEN
+NEEDED = "401: a bearer token is required (Authorization: Bearer <token>)"
+
+
+def test_the_page_asks_for_the_token(serve: Callable[[RestSettings], str],
+                                     browser: Any) -> None:
+    url = serve(RestSettings(dfast_rest_token=TOKEN, dfast_rest_auth="all"))
     browser.get(url + "/")  # the page itself needs no token, its API calls do
     until(browser, "the token dialog", lambda: dialog_open(browser))
-    assert text(browser, "#token-reason") == "401: a bearer token is required"
+    assert text(browser, "#token-reason") == NEEDED
     answer_token(browser, "wrong")
     until(browser, "the dialog asking again", lambda: dialog_open(browser)
-          and text(browser, "#token-reason") == "403: the token is not valid")
+          and text(browser, "#token-reason") == "403: the bearer token is not valid")
     answer_token(browser, TOKEN)
     until(browser, "the page filled with the token",
           lambda: not dialog_open(browser) and text(browser, "#scan-state") == "no scan"
@@ -320,21 +312,20 @@ def test_the_page_asks_for_the_token(guarded: tuple[str, FastAPI], browser: Any)
     browser.execute_script("sessionStorage.removeItem('dfast-token')")
     until(browser, "the token dialog", lambda: dialog_open(browser))
     answer_token(browser, None)
-    until(browser, "the refusal in the header", lambda: "401: a bearer token is required"
-          in text(browser, "#connection"))
+    until(browser, "the refusal in the header", lambda: NEEDED in text(browser, "#connection"))
     set_parameter(browser, "roi1", "without a token")
     until(browser, "the token dialog for the set", lambda: dialog_open(browser))
     answer_token(browser, None)
     until(browser, "the REST error text", lambda: message(browser, "roi1")
-          == "refused: 401: a bearer token is required")
+          == "refused: " + NEEDED)
     assert got.content == b"with the token"
     again = httpx.get(url + "/api/v1/parameter/roi1", headers={"Authorization": f"Bearer {TOKEN}"})
     assert again.content == b"with the token"
 
 
-def test_a_refused_value_shows_the_rest_error(guarded: tuple[str, FastAPI],
+def test_a_refused_value_shows_the_rest_error(serve: Callable[[RestSettings], str],
                                               browser: Any) -> None:
-    url, _app = guarded
+    url = serve(RestSettings())
     browser.get(url + "/")
     until(browser, "the parameters", lambda: text(browser, "#param-delay_ms .dtype") == "int")
     set_parameter(browser, "delay_ms", "not a number")
