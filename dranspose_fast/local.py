@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dranspose_fast.runtime.ports import free_port
+from dranspose_fast.runtime.settings import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,12 @@ def run_local(
     try:
         if env.get("REDIS_URL"):
             ensemble.redis_url = env["REDIS_URL"]
-            print(f"using REDIS_URL={ensemble.redis_url}", flush=True)
+            print(f"using REDIS_URL={redact_url(ensemble.redis_url)}", flush=True)
         else:
             ensemble.start_redis()
             env["REDIS_URL"] = ensemble.redis_url
+        # the data sockets listen on loopback, whatever bind settings the shell has
+        env.update(INGESTER_BIND="127.0.0.1", REDUCER_BIND="127.0.0.1")
         ensemble.spawn("controller", ["controller", "--host", host, "--port", str(port)], env)
         reducer_env = dict(env, REDUCER_URL=f"tcp://127.0.0.1:{free_port()}")
         rargs = ["reducer", "--host", host, "--port", str(reducer_port)]

@@ -195,13 +195,13 @@ class Cluster:
 
 def _bind_env(settings_class: type[BaseSettings], address: str) -> dict[str, str]:
     """The settings that say where a component listens, apart from the URL it advertises
-    (the security issue's bind settings), set to its host's own address.
+    (``INGESTER_BIND``, ``REDUCER_BIND``), set to its host's own address.
 
-    Today the ingester's ROUTER and the reducer's PULL bind every interface and no such
-    setting exists (empty).  Once they exist, a non-loopback URL without one refuses to
-    start: this names them, whatever they are called, by their field names.
+    A non-loopback URL without one refuses to start; this names them by their field names.
     """
-    return {name.upper(): address for name in settings_class.model_fields if "bind" in name}
+    env = {name.upper(): address for name in settings_class.model_fields if "bind" in name}
+    assert env, f"{settings_class.__name__} has no bind setting"
+    return env
 
 
 def _start(net: Network, tmp: Path) -> Cluster:

@@ -211,7 +211,8 @@ class Ingester(Service):
     def start(self) -> None:
         """Bind the ROUTER and start every thread; returns at once."""
         url = self._ingester_settings.ingester_url
-        address = f"tcp://*:{url.port}" if url.scheme == "tcp" else str(url)
+        # where it listens (INGESTER_BIND) apart from what workers are told (INGESTER_URL)
+        address = self._ingester_settings.bind_address()
         router = self.zmq_context.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
@@ -231,7 +232,8 @@ class Ingester(Service):
         self._loop_thread.start()
         self.start_background()
         self._spawn(self._assignments.run, "assignments")
-        self.log.info("ingester %s serving streams %s on %s", self.state.name, self.streams, url)
+        self.log.info("ingester %s serving streams %s on %s (bound to %s)", self.state.name,
+                      self.streams, url, address)
         self.metrics_server.start()
 
     def _router_hwm(self) -> int:

@@ -120,16 +120,18 @@ class Reducer(Service):
         self.state: ReducerServiceState
         if url.port is None:
             raise ValueError(f"reducer_url {url} has no port to bind")
+        # where it listens (REDUCER_BIND) apart from what workers are told (REDUCER_URL)
+        address = self.reducer_settings.bind_address()
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.setsockopt(zmq.TCP_KEEPALIVE, 1)
         try:
-            self.pull.bind(f"tcp://*:{url.port}")
+            self.pull.bind(address)
         except zmq.ZMQError as exc:
             self.pull.close()
             self.ctx.term()
-            raise OSError(f"reducer cannot bind port {url.port} of {url}: {exc}") from None
+            raise OSError(f"reducer cannot bind {address} (for {url}): {exc}") from None
         self.context: dict[Any, Any] = {}
         self.user_class = self._load_class()
         self.describe(list(describe(self.user_class).values()))

@@ -7,6 +7,7 @@ docs/security.md.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import socket
 import string
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,6 +29,7 @@ from pydantic import (
 from pydantic_core import Url
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.helpers.safe_pickle import parse_class_names
 from dranspose_fast.protocol import (
     GENERIC_WORKER,
@@ -36,6 +39,104 @@ from dranspose_fast.protocol import (
     WorkerTag,
     ZmqUrl,
 )
+
+
+class SettingsError(DransposeFastError, ValueError):
+    """Settings that do not fit together; the message names the setting to choose."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (and any ``*password*`` query value) replaced by ``***``.
+
+    For every place a ``REDIS_URL`` is logged or shown; the user name, host, port, database
+    and TLS options stay, so the message still says which server it was.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostport}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any("password" in key.lower() for key, _ in pairs):
+        query = urlencode([(k, "***" if "password" in k.lower() else v) for k, v in pairs],
+                          safe="/*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (as written in a URL) names this machine's loopback interface.
+
+    Literal only, no name lookup: ``localhost`` (and ``*.localhost``, RFC 6761), 127.0.0.0/8
+    and ``::1``.  A name that merely resolves to loopback does not count.
+    """
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_bind(value: object) -> object:
+    """A bind setting is a host, an address, ``*`` or an interface name: never a URL or port."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if not value:
+        return None  # ``INGESTER_BIND=`` is unset
+    if "/" in value:
+        raise ValueError(f"{value!r} is a URL: give a host or address only (e.g. 0.0.0.0)")
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{value!r}: give a host or address only, the port is the "
+                             "URL's") from None
+    return value
+
+
+def bind_address(url: Url, bind: str | None, setting: str, url_setting: str) -> str:
+    """The ZeroMQ address a component advertised at ``url`` binds (docs/deployment.md).
+
+    Parameters
+    ----------
+    url : Url
+        What peers are told (``INGESTER_URL``, ``REDUCER_URL``); its port is the one bound.
+    bind : str or None
+        The bind setting: a host, an address, ``0.0.0.0``/``*`` (every interface) or an
+        interface name.  ``None``: the URL's host if it is loopback (``localhost`` binds
+        127.0.0.1).
+    setting, url_setting : str
+        The environment names of both settings, for the message of a refusal.
+
+    Returns
+    -------
+    str
+        ``tcp://<host>:<port>``; an ``ipc://`` or ``inproc://`` URL as it is.
+
+    Raises
+    ------
+    SettingsError
+        ``bind`` is unset and the URL's host is not loopback: listening on every interface
+        is never chosen for the user (one line, naming ``setting``).
+    """
+    if url.scheme != "tcp":
+        return str(url)
+    host = url.host or ""
+    if bind is None:
+        if not _is_loopback(host):
+            raise SettingsError(
+                f"{url_setting}={url} is not a loopback address: set {setting} to the "
+                "address to listen on (0.0.0.0 for every interface)")
+        # a name binds the IPv4 loopback, which a worker dialling ``localhost`` reaches
+        bare = host.strip("[]").lower()
+        bind = "127.0.0.1" if bare == "localhost" or bare.endswith(".localhost") else host
+    elif ":" in bind and not bind.startswith("["):
+        bind = f"[{bind}]"
+    return f"tcp://{bind}:{url.port}"
 
 
 class DistributedSettings(BaseSettings):
@@ -124,6 +225,16 @@ class ResultSettings(BaseSettings):
 class ReducerSettings(DistributedSettings, ResultSettings):
     reducer_url: ZmqUrl = Url("tcp://localhost:10200")
     reducer_class: str | None = None
+    #: ``REDUCER_BIND``: where the results socket listens (a host, an address, ``0.0.0.0``
+    #: for every interface); the port is ``reducer_url``'s.  Unset: ``reducer_url``'s host
+    #: when it is loopback, else the reducer refuses to start (``bind_address``).
+    reducer_bind: str | None = None
+
+    _bind = field_validator("reducer_bind", mode="before")(_check_bind)
+
+    def bind_address(self) -> str:
+        """The address the results socket binds (``bind_address``)."""
+        return bind_address(self.reducer_url, self.reducer_bind, "REDUCER_BIND", "REDUCER_URL")
 
 
 class IngesterSettings(DistributedSettings):
@@ -131,6 +242,17 @@ class IngesterSettings(DistributedSettings):
     ingester_name: IngesterName = IngesterName("")
     ingester_url: ZmqUrl = Url("tcp://localhost:10000")
     dump_path: str | None = None
+    #: ``INGESTER_BIND``: where the ROUTER listens (a host, an address, ``0.0.0.0`` for every
+    #: interface); the port is ``ingester_url``'s.  Unset: ``ingester_url``'s host when it is
+    #: loopback, else the ingester refuses to start (``bind_address``).
+    ingester_bind: str | None = None
+
+    _bind = field_validator("ingester_bind", mode="before")(_check_bind)
+
+    def bind_address(self) -> str:
+        """The address the ROUTER binds (``bind_address``)."""
+        return bind_address(self.ingester_url, self.ingester_bind, "INGESTER_BIND",
+                            "INGESTER_URL")
 
     @field_validator("dump_path", mode="before")
     @classmethod
