@@ -189,16 +189,31 @@ def _require_redis() -> None:
     """Fail in one line, before anything starts, when Redis cannot be reached."""
     import redis
 
-    from dranspose_fast.runtime.settings import DistributedSettings
+    from dranspose_fast.runtime.settings import DistributedSettings, redact_url
 
     url = str(DistributedSettings().redis_dsn)
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    shown = redact_url(url)  # the password is never printed
     try:
         client.ping()
-    except redis.RedisError as exc:
-        raise DransposeFastError(f"cannot reach Redis at {url} (REDIS_URL): {exc}") from None
+    except redis.AuthenticationError as exc:
+        if client.connection_pool.connection_kwargs.get("password") is None:
+            raise DransposeFastError(
+                f"Redis at {shown} requires a password and REDIS_URL has none "
+                "(redis://:PASSWORD@host:port/db)") from None
+        raise DransposeFastError(f"Redis at {shown} refused the password of REDIS_URL: "
+                                 f"{_first_line(exc)}") from None
+    except redis.RedisError as exc:  # no server, TLS that fails, ...: one line
+        raise DransposeFastError(f"cannot reach Redis at {shown} (REDIS_URL): "
+                                 f"{_first_line(exc)}") from None
     finally:
         client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ignore_sigterm_after_uvicorn() -> None:

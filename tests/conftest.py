@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -56,26 +58,54 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """A TLS-only redis-server: its certificate and key, and the CA clients check it with."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
-    def __init__(self, tmp: Path) -> None:
-        self.binary = redis_server_binary()
+    """A private redis-server on a free loopback port; optionally with a password
+    (``--requirepass``) and TLS only (``--port 0 --tls-port``), which ``url`` then carries."""
+
+    def __init__(self, tmp: Path, password: str | None = None, tls: RedisTls | None = None,
+                 binary: str | None = None) -> None:
+        self.binary = binary or redis_server_binary()
         self.tmp = tmp
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return (f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required"
+                f"&ssl_ca_certs={quote(str(self.tls.ca))}")
+
+    def _options(self) -> list[str]:
+        out = ["--requirepass", self.password] if self.password is not None else []
+        if self.tls is not None:
+            out += ["--port", "0", "--tls-port", str(self.port),
+                    "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                    "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"]
+        return out
 
     def start(self, port: int | None = None) -> None:
         for _attempt in range(5):
             self.port = port or free_port()
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                 "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
+                 *self._options()],  # a later --port (TLS: 0) wins
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
