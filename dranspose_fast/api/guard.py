@@ -15,9 +15,8 @@ a FastAPI app: the controller's, the reducer's, the debug worker's, the replay's
   else as soon as the bytes read pass the limit (nothing more is read).
 * CORS headers go to the listed origins only, without credentials: the token travels in a
   header the page sets, never in a cookie.
-* A body the endpoint cannot read as JSON (bytes of another content type, not UTF-8) gets
-  400 with what was wrong; JSON that does not parse or has the wrong shape 422 (FastAPI's
-  answers, naming the place); never a 500.
+* A body that is not even UTF-8 text gets 400 saying so; text that is not the JSON an
+  endpoint reads gets FastAPI's 422 naming the place (as before); never a 500.
 """
 
 from __future__ import annotations
@@ -189,11 +188,21 @@ async def _unreadable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     for error in errors:  # JSON that does not parse stays FastAPI's 422 "json_invalid"
-        if isinstance(error.get("input"), bytes | bytearray):
-            return JSONResponse({"detail": "the body is not JSON: send a JSON document with "
-                                           "Content-Type: application/json"}, 400)
+        given = error.get("input")
+        if isinstance(given, bytes | bytearray) and not _is_text(given):
+            return JSONResponse({"detail": "the body is not JSON (not even UTF-8 text): send "
+                                           "a JSON document with Content-Type: "
+                                           "application/json"}, 400)
     text = {bytes: lambda b: b[:200].decode("utf-8", "replace")}
     return JSONResponse({"detail": jsonable_encoder(errors, custom_encoder=text)}, 422)
+
+
+def _is_text(data: bytes | bytearray) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
