@@ -238,6 +238,10 @@ def _run_http_ingester(args: argparse.Namespace) -> int:
         raise ClassLoadError(f"cannot import {args.ingesterapp!r}: "
                              f"{type(exc).__name__}: {exc}") from None
     _require_redis()
+    from dranspose_fast.runtime.settings import IngesterSettings
+
+    # refused here in one line, not in the app's startup under uvicorn (a traceback)
+    IngesterSettings().bind_address()
     _redis_logging(f"{args.name}-ingester")
     _ignore_sigterm_after_uvicorn()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -243,6 +243,11 @@ def test_the_commands_refuse_in_one_line_naming_the_setting(redis_url: str) -> N
                          "--url", f"tcp://ingester-eiger.example.org:{free_port()}"], env)
     line = _one_error_line(stderr)
     assert code == 2 and "INGESTER_BIND" in line and "ingester-eiger" in line, stderr
+    env["INGESTER_URL"] = f"tcp://ingester-sardana.example.org:{free_port()}"
+    code, stderr = _cli(["http_ingester", "-c", "dranspose_fast.ingesters.http_sardana:app",
+                         "-n", "sardana", "-p", str(free_port())], env)
+    line = _one_error_line(stderr)
+    assert code == 2 and "INGESTER_BIND" in line and "ingester-sardana" in line, stderr
 
 
 # === local stays on loopback ===
