@@ -37,6 +37,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.runtime.settings import RestSettings
 
 __all__ = ["BodyTooLarge", "RestGuard", "protect"]
@@ -49,7 +50,7 @@ DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 _PARSE_FAILED = "There was an error parsing the body"
 
 
-class BodyTooLarge(HTTPException):
+class BodyTooLarge(HTTPException, DransposeFastError):
     """A request body passed its endpoint's limit (413)."""
 
     def __init__(self, limit: int) -> None:

@@ -47,7 +47,7 @@ from typing import Any, Final, Protocol, cast
 
 import numpy as np
 
-from dranspose_fast.errors import DecodeError
+from dranspose_fast.errors import DecodeError, DransposeFastError
 
 #: numpy's scalar reconstructor (``numpy._core`` in numpy 2, ``numpy.core`` in numpy 1).
 _np_scalar: Any = importlib.import_module(
@@ -483,7 +483,7 @@ def _left(pending: list[_Pending]) -> bool:
     return False
 
 
-class _Unreachable(Exception):
+class _Unreachable(DransposeFastError):
     """The walk met a container it cannot rebuild."""
 
 
