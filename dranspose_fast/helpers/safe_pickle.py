@@ -9,13 +9,11 @@ globals:
 * plain data: builtin containers and scalar types, ``collections``' dicts and deque,
   ``datetime``, ``uuid.UUID``, ``copyreg._reconstructor`` (protocol 0/1 objects) and
   ``_codecs.encode`` for latin-1 only (bytes in protocol 2);
-* numpy arrays, dtypes and scalars, rebuilt by the functions below (``_frombuffer``,
-  ``_reconstruct``, ``scalar`` and ``dtype`` under numpy 1's and 2's module paths):
-  numpy's own ``dtype.__setstate__`` takes the flags and field offsets a pickle states, and a
-  forged state makes numpy read object pointers out of raw bytes (or crash at once), so a
-  dtype is built here from its state through numpy's checked constructors and arrays get
-  only dtypes built so; ``numpy.ndarray`` may only be named as the type of a reconstructed
-  array, never called;
+* numpy arrays, dtypes and scalars, rebuilt by ``helpers.numpy_state`` (``_frombuffer``,
+  ``_reconstruct``, ``scalar`` and ``dtype`` under numpy 1's and 2's module paths): numpy's
+  own ``dtype.__setstate__`` trusts a forged state, so dtypes are built from their state
+  through numpy's checked constructors and arrays get only dtypes built so;
+  ``numpy.ndarray`` may only be named as the type of a reconstructed array, never called;
 * the classes a caller adds (``AllowList``), e.g. the result classes users name in
   ``DFAST_RESULT_CLASSES``: classes only, each ``module:Name`` without dots in the name.
 
@@ -23,8 +21,8 @@ No other function is reachable and no attribute path is resolved, so a pickle ca
 build data. What an allowed class's constructor or ``__setstate__`` does with the data is the
 class's business: name only your own data classes.
 
-Arrays in a pickle become placeholders first (``_Pending``) that are swapped for the arrays
-built from them: by the numpy functions above where a pickle passes them (protocol 5's
+Arrays in a pickle become placeholders first (``numpy_state.Pending``) that are swapped for
+the arrays built from them: by numpy's functions where a pickle passes them (protocol 5's
 ``_frombuffer`` for every array: no swap left), else by a walk of the result's containers,
 else, when the walk cannot reach one, by a second, pure-Python unpickling that swaps them on
 its stack (slow, rare: arrays in objects with ``__slots__``, say).
@@ -43,16 +41,23 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 import numpy as np
 
 from dranspose_fast.errors import DecodeError, DransposeFastError
+from dranspose_fast.helpers.numpy_state import (
+    NDARRAY,
+    PENDING,
+    NumpyStateError,
+    Pending,
+    PendingArray,
+    PendingDtype,
+    built,
+    frombuffer,
+    scalar,
+)
 
-#: numpy's scalar reconstructor (``numpy._core`` in numpy 2, ``numpy.core`` in numpy 1).
-_np_scalar: Any = importlib.import_module(
-    "numpy._core.multiarray" if int(np.__version__.split(".")[0]) >= 2
-    else "numpy.core.multiarray").scalar
 #: The pure-Python unpickler, whose stack and memo ``_Slow`` reaches.
 _PyUnpickler: Any = pickle._Unpickler
 
@@ -91,16 +96,6 @@ _PLAIN: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-class _NdarrayName:
-    """What ``numpy.ndarray`` resolves to: the type argument of ``_reconstruct``, nothing else
-    (called, ``ndarray(shape, "O", buffer)`` reads object pointers from the buffer)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsafePickleError("numpy.ndarray may only be named as the type of a "
-                                "reconstructed array; refused")
-
-
-_NDARRAY: Final = _NdarrayName()
 #: Placeholders of ``find_class`` for the reconstructors that need the unpickler at hand.
 _DTYPE: Final = object()
 _RECONSTRUCT: Final = object()
@@ -125,12 +120,12 @@ def _base_table() -> dict[tuple[str, str], Any]:
     table[("copyreg", "_reconstructor")] = getattr(copyreg, "_reconstructor")  # noqa: B009
     table[("_codecs", "encode")] = _latin1
     table.update({("numpy", name): getattr(np, name) for name in _NUMPY_SCALARS})
-    table[("numpy", "ndarray")] = _NDARRAY
+    table[("numpy", "ndarray")] = NDARRAY
     table[("numpy", "dtype")] = _DTYPE
     for core in ("numpy.core", "numpy._core"):  # numpy 1's and 2's paths in pickles
         table[(f"{core}.multiarray", "_reconstruct")] = _RECONSTRUCT
-        table[(f"{core}.multiarray", "scalar")] = _scalar
-        table[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+        table[(f"{core}.multiarray", "scalar")] = scalar
+        table[(f"{core}.numeric", "_frombuffer")] = frombuffer
     return table
 
 
@@ -221,183 +216,6 @@ def allow_list(names: Iterable[str], hint: str = "",
     return (base if base is not None else PLAIN_DATA).extended(classes, hint)
 
 
-# === numpy, rebuilt from checked parts ===
-
-#: ``numpy.dtype``'s type codes a pickle may name (numpy's own pickles name these).
-_TYPECODE = re.compile(r"^[?bBhHiIlLqQpPefdgFDGbiufcSUVOMm][0-9]*$")
-_BYTEORDERS: Final = frozenset({"<", ">", "|", "="})
-_NPY_ALIGNED_STRUCT: Final = 0x80  # numpy's descriptor flag of an aligned struct
-_dtype_cache: dict[Any, np.dtype[Any]] = {}
-_EMPTY: Final = np.empty(0, np.int8)
-
-
-class _PendingDtype:
-    """``numpy.dtype(code, align, copy)`` as a pickle names it, built once its state comes."""
-
-    __slots__ = ("args", "value")
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-        self.value: np.dtype[Any] | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        if self.value is not None:
-            raise UnsafePickleError("numpy dtype state set twice; refused")
-        self.value = _build_dtype(self.args, state)
-
-
-class _PendingArray:
-    """``_reconstruct(ndarray, shape, code)`` as a pickle names it, built once its state
-    comes."""
-
-    __slots__ = ("args", "value")
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-        self.value: np.ndarray[Any, Any] | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        if self.value is not None:
-            raise UnsafePickleError("numpy array state set twice; refused")
-        self.value = _build_array(self.args, state)
-
-
-_Pending = _PendingDtype | _PendingArray
-_PENDING: Final = (_PendingDtype, _PendingArray)
-
-
-def _dtype(obj: Any) -> np.dtype[Any]:
-    if type(obj) is _PendingDtype and obj.value is not None:
-        return obj.value
-    if isinstance(obj, np.dtype):
-        return obj  # swapped in by _Slow: built here (BUILD on a real dtype is refused)
-    raise UnsafePickleError(f"expected a numpy dtype built from its pickled state, got "
-                            f"{type(obj).__name__}")
-
-
-def _value(obj: Any) -> Any:
-    """What a pending object built (refused if its state never came)."""
-    if obj.value is None:
-        raise UnsafePickleError("a numpy dtype or array without its state; refused")
-    return obj.value
-
-
-def _build_dtype(args: tuple[Any, ...], state: Any) -> np.dtype[Any]:
-    """A dtype from ``numpy.dtype(code, align, copy)`` and its pickled state, made by numpy's
-    checked constructors (never ``dtype.__setstate__``); flags are numpy's, not the pickle's."""
-    # Only dtypes without fields or subarrays are cached: the others name pending dtypes.
-    simple = type(state) is tuple and len(state) > 3 and state[2] is None and state[3] is None
-    key: Any = None
-    if simple:
-        try:
-            key = (args, state)
-            hash(key)
-        except TypeError:
-            key = None
-    found = _dtype_cache.get(key) if key is not None else None
-    if found is not None:
-        return found
-    try:
-        out = _make_dtype(args, state)
-    except UnsafePickleError:
-        raise
-    except Exception as exc:
-        raise UnsafePickleError(f"not a valid numpy dtype state: {type(exc).__name__}: "
-                                f"{exc}") from None
-    if key is not None and len(_dtype_cache) < 4096:
-        _dtype_cache[key] = out
-    return out
-
-
-def _make_dtype(args: tuple[Any, ...], state: Any) -> np.dtype[Any]:
-    code = args[0] if args else None
-    if type(code) is not str or not _TYPECODE.match(code) or len(args) > 3:
-        raise UnsafePickleError(f"numpy dtype {code!r} is not a plain type code; refused")
-    if type(state) is not tuple or (state[:1], len(state)) not in (((3,), 8), ((4,), 9)):
-        raise UnsafePickleError("numpy dtype state is not version 3 or 4; refused")
-    order, sub, names, fields, elsize, _align, flags = state[1:8]
-    metadata = state[8] if len(state) == 9 else None
-    if order not in _BYTEORDERS or type(elsize) is not int or type(flags) is not int:
-        raise UnsafePickleError("numpy dtype state has a bad byte order or size; refused")
-    if sub is not None:
-        base, shape = sub
-        out = np.dtype((_dtype(base), tuple(int(n) for n in shape)))
-    elif names is not None:
-        spec: dict[str, Any] = {"names": [], "formats": [], "offsets": [], "titles": []}
-        for name in names:
-            entry = fields[name]
-            spec["names"].append(str(name))
-            spec["formats"].append(_dtype(entry[0]))
-            spec["offsets"].append(int(entry[1]))
-            spec["titles"].append(entry[2] if len(entry) == 3 else None)
-        spec["itemsize"] = elsize
-        if not any(spec["titles"]):
-            del spec["titles"]
-        out = np.dtype(cast(Any, spec), align=bool(flags & _NPY_ALIGNED_STRUCT))
-    else:
-        text = code if order in "|=" else order + code
-        if code[0] in "Mm" and type(metadata) is tuple:  # (metadata, (unit, count, 1, 1))
-            unit, count = metadata[1][0], int(metadata[1][1])
-            text += f"[{count}{bytes(unit).decode('ascii')}]"
-            metadata = metadata[0]
-        out = np.dtype(text)
-        if elsize not in (-1, out.itemsize):
-            raise UnsafePickleError(f"numpy dtype {text} of {elsize} bytes; refused")
-    if isinstance(metadata, dict) and metadata:
-        out = np.dtype(out, metadata=dict(metadata))
-    return out
-
-
-def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str,
-                axis_order: Any = None) -> np.ndarray[Any, Any]:
-    """numpy's ``_frombuffer`` (protocol 5 arrays) with a dtype built here."""
-    dt = _dtype(dtype)
-    if dt.hasobject:
-        raise UnsafePickleError("a numpy object array cannot come from a buffer; refused")
-    array: Any = np.frombuffer(buf, dtype=dt)
-    if order == "K" and axis_order is not None:
-        array = array.reshape(shape, order="C").transpose(tuple(int(a) for a in axis_order))
-    else:
-        array = array.reshape(shape, order=order)
-    out: np.ndarray[Any, Any] = array
-    return out
-
-
-def _scalar(dtype: Any, obj: Any = None) -> Any:
-    """numpy's ``scalar`` with a dtype built here, from bytes only."""
-    dt = _dtype(dtype)
-    if dt.hasobject:
-        if dt.kind == "O" and dt.fields is None:
-            return obj  # numpy pickles an object scalar as the object itself
-        raise UnsafePickleError("a numpy scalar with object fields; refused")
-    if obj is not None and type(obj) is not bytes:
-        raise UnsafePickleError("a numpy scalar from anything but bytes; refused")
-    return _np_scalar(dt, obj) if obj is not None else _np_scalar(dt)
-
-
-def _build_array(args: tuple[Any, ...], state: Any) -> np.ndarray[Any, Any]:
-    """``_reconstruct(ndarray, shape, code)`` then its state, with a dtype built here."""
-    if not args or args[0] is not _NDARRAY:
-        raise UnsafePickleError("only numpy.ndarray itself can be reconstructed; refused")
-    if type(state) is tuple and len(state) == 4:
-        state = (1, *state)
-    if type(state) is not tuple or len(state) != 5:
-        raise UnsafePickleError("numpy array state is not (version, shape, dtype, fortran, "
-                                "data); refused")
-    version, shape, dtype, fortran, data = state
-    dt = _dtype(dtype)
-    if dt.hasobject:
-        if type(data) is not list:
-            raise UnsafePickleError("numpy object array data is not a list; refused")
-        data = [_value(x) if type(x) in _PENDING else x for x in data]
-    elif type(data) is not bytes and type(data) is not bytearray:
-        raise UnsafePickleError("numpy array data is not bytes; refused")
-    array = _EMPTY.copy()
-    # numpy checks the rest: shape a tuple of sizes, data as long as shape and dtype say
-    array.__setstate__((version, shape, dt, fortran, data))
-    return array
-
-
 # === the unpicklers ===
 
 
@@ -406,7 +224,7 @@ _PY2_MODULES: Final = frozenset(_compat_pickle.IMPORT_MAPPING) | frozenset(
     m for m, _ in _compat_pickle.NAME_MAPPING)
 
 
-def _find(pending: list[_Pending], allowed: AllowList, module: str, name: str) -> Any:
+def _find(pending: list[Pending], allowed: AllowList, module: str, name: str) -> Any:
     if module in _PY2_MODULES:
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
@@ -415,9 +233,9 @@ def _find(pending: list[_Pending], allowed: AllowList, module: str, name: str) -
         raise UnsafePickleError(f"pickled {module}.{name} is not plain data and not allowed"
                                 f"{allowed.hint}")
     if found is _DTYPE or found is _RECONSTRUCT:
-        cls = _PendingDtype if found is _DTYPE else _PendingArray
+        cls = PendingDtype if found is _DTYPE else PendingArray
 
-        def make(*args: Any) -> _Pending:
+        def make(*args: Any) -> Pending:
             made = cls(*args)
             pending.append(made)
             return made
@@ -427,7 +245,7 @@ def _find(pending: list[_Pending], allowed: AllowList, module: str, name: str) -
 
 
 class _Fast(pickle.Unpickler):
-    pending: list[_Pending]
+    pending: list[Pending]
     allowed: AllowList
 
     def find_class(self, module: str, name: str) -> Any:
@@ -443,7 +261,7 @@ class _Memo(dict[int, Any]):
 
     def __setitem__(self, key: int, value: Any) -> None:
         super().__setitem__(key, value)
-        if type(value) in _PENDING:
+        if type(value) in PENDING:
             self.places.setdefault(id(value), []).append(key)
 
 
@@ -453,7 +271,7 @@ class _Slow(_PyUnpickler):  # type: ignore[misc]  # typeshed has no pure-Python 
 
     dispatch = dict(_PyUnpickler.dispatch)
     stack: list[Any]
-    pending: list[_Pending]
+    pending: list[Pending]
     allowed: AllowList
     memo: _Memo
 
@@ -466,7 +284,7 @@ class _Slow(_PyUnpickler):  # type: ignore[misc]  # typeshed has no pure-Python 
             raise UnsafePickleError("a state for a numpy object already built; refused")
         super().load_build()
         inst = self.stack[-1]
-        if type(inst) in _PENDING:
+        if type(inst) in PENDING:
             self.stack[-1] = inst.value
             for key in self.memo.places.pop(id(inst), ()):
                 self.memo[key] = inst.value
@@ -474,7 +292,7 @@ class _Slow(_PyUnpickler):  # type: ignore[misc]  # typeshed has no pure-Python 
     dispatch[pickle.BUILD[0]] = load_build
 
 
-def _left(pending: list[_Pending]) -> bool:
+def _left(pending: list[Pending]) -> bool:
     """Whether a pending object is still referenced outside ``pending`` (the loop variable
     and ``getrefcount``'s argument are the two other references)."""
     for made in pending:
@@ -495,8 +313,8 @@ def _swap(item: Any, seen: dict[int, Any]) -> Any:
     kind = type(item)
     if kind in _LEAVES:
         return item
-    if kind in _PENDING:
-        return _value(item)
+    if kind in PENDING:
+        return built(item)
     return _walk(item, seen)
 
 
@@ -514,7 +332,7 @@ def _walk(obj: Any, seen: dict[int, Any]) -> Any:
                 obj[i] = new
     elif isinstance(obj, dict):
         for key, item in obj.items():
-            if type(key) in _PENDING:
+            if type(key) in PENDING:
                 raise _Unreachable
             new = _swap(item, seen)
             if new is not item:
@@ -525,14 +343,14 @@ def _walk(obj: Any, seen: dict[int, Any]) -> Any:
             seen[id(obj)] = tuple(items)
             return seen[id(obj)]
     elif isinstance(obj, (set, frozenset, tuple)):
-        if any(type(item) in _PENDING for item in obj):
+        if any(type(item) in PENDING for item in obj):
             raise _Unreachable  # a set cannot hold an array; a tuple subclass: the slow way
     elif hasattr(obj, "__dict__"):
         _walk(vars(obj), seen)
     return obj
 
 
-def _settle(box: list[Any], pending: list[_Pending]) -> Any:
+def _settle(box: list[Any], pending: list[Pending]) -> Any:
     """The result (alone in ``box``) with no pending object left in it; raises
     ``_Unreachable`` if it has one the walk cannot swap."""
     if _left(pending):
@@ -549,7 +367,7 @@ def _run(make: type[_Fast] | type[_Slow], file: _Source, allowed: AllowList) -> 
     up = make(file)
     if make is _Slow:
         up.memo = _Memo()
-    pending: list[_Pending] = []
+    pending: list[Pending] = []
     up.pending = pending
     up.allowed = allowed
     box = [up.load()]  # the only reference to the result, so pending ones can be counted
@@ -572,6 +390,8 @@ _SHORT: Final = 2048
 def _refuse(exc: Exception) -> UnsafePickleError:
     if isinstance(exc, UnsafePickleError):
         return exc
+    if isinstance(exc, NumpyStateError):
+        return UnsafePickleError(str(exc))
     return UnsafePickleError(f"not a valid pickle: {type(exc).__name__}: {exc}")
 
 
