@@ -18,6 +18,11 @@ import redis
 
 from dranspose_fast.runtime import ports
 
+# The tests write dumps under their own tmp_path folders: let the controller (and every
+# component a test starts, which inherit the environment) accept any dump folder. The
+# confinement itself is tested in tests/test_security_rest.py with its own root.
+os.environ.setdefault("DFAST_DUMP_ROOT", "/")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_root_log_level() -> Iterator[None]:

@@ -279,8 +279,18 @@ def test_openapi_and_cors(client: TestClient) -> None:
                  "/api/v1/parameter/{name}", "/api/v1/progress", "/api/v1/status",
                  "/api/v1/load", "/api/v1/log_stream", "/api/v1/sardana_hook"):
         assert path in doc["paths"]
+    # no cross-origin page is allowed unless configured (DFAST_REST_CORS_ORIGINS)
     r = client.get("/api/v1/progress", headers={"Origin": "http://viewer.example"})
-    assert r.headers["access-control-allow-origin"] == "http://viewer.example"
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_origin_allowed_when_configured(ctrl: Controller) -> None:
+    from dranspose_fast.runtime.settings import RestSettings
+
+    rest = RestSettings(dfast_rest_cors_origins="http://viewer.example")
+    with TestClient(create_app(ctrl, rest=rest)) as c:
+        r = c.get("/api/v1/progress", headers={"Origin": "http://viewer.example"})
+        assert r.headers["access-control-allow-origin"] == "http://viewer.example"
 
 
 # === served by uvicorn, owning its controller ===

@@ -258,7 +258,9 @@ def test_dump_prefix_stays_in_the_dump_root(serve: Serve, tmp_path: Path) -> Non
         assert r.status_code == 200, (prefix, r.text)
 
 
-def test_without_a_root_the_current_directory_is_it(serve: Serve, tmp_path: Path) -> None:
+def test_without_a_root_the_current_directory_is_it(serve: Serve, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DFAST_DUMP_ROOT", raising=False)  # tests/conftest.py sets one
     url = serve()  # the controller's directory: this process's
     assert httpx.post(f"{url}/api/v1/parameter/dump_prefix",
                       content=f"{tmp_path}/x-".encode()).status_code == 400
