@@ -101,7 +101,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path) -> None:
                 "-p",
                 str(DATA / "eiger.cbors"),
             ],
-            "expected a list",
+            "cannot read parameters",
         ),
         (
             [

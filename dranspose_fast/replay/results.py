@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from dranspose_fast.helpers.safe_pickle import AllowList
-from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.usercode import ReducerHost
 
 logger = logging.getLogger(__name__)
@@ -21,6 +20,10 @@ def read_result(payload: Any, allowed: AllowList, reducer: ReducerHost, worker: 
     plain data, numpy and the classes of ``DFAST_RESULT_CLASSES``); ``REFUSED`` when it is
     anything else: counted as a reducer error, logged for the 1st, 2nd, 4th, ... one."""
     try:
+        # imported here: reading dumps (replay.get_internals) must not need the data plane's
+        # dependencies (msgspec), as in dranspose 0.2's environment
+        from dranspose_fast.runtime import dataplane
+
         return dataplane.decode_result(payload, allowed)
     except Exception as exc:
         counters = reducer.counters

@@ -43,7 +43,6 @@ from dranspose_fast.replay.dispatch import Dispatcher, MapDispatcher, SpreadDisp
 from dranspose_fast.replay.pacing import Pacing, Progress, progress_bar
 from dranspose_fast.replay.report import ReplayReport
 from dranspose_fast.replay.results import REFUSED, read_result
-from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.settings import ResultSettings
 from dranspose_fast.runtime.tick import TickClock
 from dranspose_fast.runtime.usercode import (
@@ -209,6 +208,8 @@ def replay(
     """
     workercls = import_class(wclass)
     reducercls = import_class(rclass)
+    from dranspose_fast.runtime import dataplane  # not for reading dumps: see results.py
+
     allowed = dataplane.result_classes(ResultSettings().result_classes)
     parameters = get_parameters(parameter_file, workercls, reducercls)
     inputs = open_inputs(zmq_files, source)
