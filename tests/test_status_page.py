@@ -217,8 +217,10 @@ def test_the_page_shows_a_scan_and_sets_parameters(ens: Ensemble, browser: Any,
         shown_hash = until(browser, "the parameter set",
                            lambda: re.fullmatch(r"set; hash ([0-9a-f]{12})",
                                                 message(browser, "roi1")))
-        config = ens.get("/api/v1/config").json()
-        assert config["parameters_hash"].startswith(shown_hash.group(1))
+        # /api/v1/config is cached for config_cache (0.3 s): wait for it to show the new hash
+        ens.wait("the config to show the page's hash", lambda: ens.get(
+            "/api/v1/config").json()["parameters_hash"].startswith(shown_hash.group(1)),
+                 timeout=10)
         assert ens.get("/api/v1/parameter/roi1").content == b"set on the page"
         until(browser, "the workers to take the parameters",
               lambda: text(browser, "#params-applied").startswith("in use by 3 of 3 workers"))
