@@ -209,6 +209,16 @@ def test_random_bytes_are_400_with_the_reason(serve: Serve, path: str,
                                           "the body cannot be read: UnicodeDecodeError"))
 
 
+def test_binary_that_json_reads_as_utf16_is_400(serve: Serve) -> None:
+    """json.loads takes a NUL in the first bytes for UTF-16; the body is still not text."""
+    url = serve()
+    body = b"\x00A" + bytes(range(0x80, 0x90))
+    r = httpx.post(url + "/api/v1/sequence/append", content=body,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("the body is not JSON (not even UTF-8 text)")
+
+
 @settings(deadline=None, max_examples=40,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.binary(max_size=300))

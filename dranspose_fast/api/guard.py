@@ -190,6 +190,10 @@ async def _unreadable(request: Request, exc: Exception) -> Response:
     errors = exc.errors()
     for error in errors:  # JSON that does not parse stays FastAPI's 422 "json_invalid"
         given = error.get("input")
+        if error.get("type") == "json_invalid":
+            # json.loads guesses UTF-16/32 from NUL bytes, so binary can get this far; the
+            # error then carries no input and only the (cached) body says it was not text
+            given = await request.body()
         if isinstance(given, bytes | bytearray) and not _is_text(given):
             return JSONResponse({"detail": "the body is not JSON (not even UTF-8 text): send "
                                            "a JSON document with Content-Type: "
