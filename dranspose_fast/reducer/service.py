@@ -45,6 +45,7 @@ from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import ReducerState
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.memory import replace_parameters, trim_after
 from dranspose_fast.runtime.metrics import (
     CONTENT_TYPE,
     ComponentMetrics,
@@ -204,6 +205,7 @@ class Reducer(Service):
         uid = update.mapping_uuid
         if uid is None:
             return
+        dropped = 0
         with self._lock:
             if uid != self._scan_uuid:
                 self._start_scan(uid, update.finished, params)
@@ -211,11 +213,12 @@ class Reducer(Service):
             if previous is not None and previous.parameters_version != update.parameters_version:
                 host = self.host
                 if host is not None:
-                    host.parameters.clear()
-                    host.parameters.update(params)
+                    dropped = replace_parameters(host.parameters, params)
                     host.parameters_version += 1
             if update.finished and not self._finished:
                 self._finish()
+        # Outside the lock: the result loop need not wait for the trim.
+        trim_after(dropped, "reducer: parameters replaced")
 
     def on_redis_restart(self) -> None:
         with self._lock:

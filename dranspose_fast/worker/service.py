@@ -55,6 +55,7 @@ from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.heap import settle_heap
+from dranspose_fast.runtime.memory import replace_parameters, trim_after
 from dranspose_fast.runtime.metrics import ComponentMetrics, DutyCycle, MetricsServer, numbers
 from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
@@ -497,9 +498,11 @@ class Worker(Service):
         scan = self._scan
         if scan is None or scan.uuid != uid:
             return
-        scan.host.parameters.clear()
-        scan.host.parameters.update(params)
+        # The updates thread has already replaced the raw values (``Service.parameters``);
+        # this drops the last references the worker holds, unless user code kept them.
+        dropped = replace_parameters(scan.host.parameters, params)
         scan.phash = phash
+        trim_after(dropped, f"worker {self.name}: parameters replaced")
 
     def _finish_scan(self, scan: ScanState) -> None:
         if scan.finished:
