@@ -31,7 +31,7 @@ from dranspose_fast.protocol import (
     WorkParameter,
 )
 from dranspose_fast.runtime.redis_messages import Keys
-from dranspose_fast.runtime.settings import DistributedSettings
+from dranspose_fast.runtime.settings import DistributedSettings, redact_url
 
 logger = logging.getLogger("dranspose_fast.controller")
 
@@ -181,7 +181,7 @@ class ControllerLock:
             if time.monotonic() >= deadline or stop.is_set():
                 raise ControllerLockError(
                     f"another controller ({holder or 'gone'}) holds "
-                    f"{Keys.LOCK} on {self.settings.redis_dsn}; gave up after "
+                    f"{Keys.LOCK} on {redact_url(str(self.settings.redis_dsn))}; gave up after "
                     f"{self.settings.lock_timeout:g} s")
             logger.warning("another controller holds %s; retrying in %g s", Keys.LOCK,
                            self.settings.lock_retry)
