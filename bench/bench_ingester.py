@@ -34,6 +34,8 @@ from dranspose_fast.ingester.routing import PendingBatch, ScanState, WorkerLinks
 from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName
+from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import CurveSettings, client_keys, secure_client
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from tests.conftest import RedisServer, free_port
 
@@ -67,13 +69,14 @@ def test_route_round(benchmark: Any) -> None:
     dealers = []
     for name in names:
         d = ctx.socket(zmq.DEALER)
-        d.setsockopt(zmq.IDENTITY, name.encode())
         d.connect("inproc://bench-route")
+        d.send_multipart(dataplane.encode_hello(uuid.uuid4(), name))
         dealers.append(d)
     time.sleep(0.1)
     counters = Counters()
     log = logging.getLogger("bench")
     links = WorkerLinks(router, counters, log)
+    links.receive_hellos(lambda name, service_uuid: None)
     rows = 1024
     present = np.ones((rows, 2), np.uint8)
     masks = np.array([[1 << (i % 4), 1 << ((i + 1) % 4)] for i in range(rows)], np.uint64)
@@ -124,9 +127,9 @@ def _sink(url: str, n: int, packed: bool, ready: Any, out: Any) -> None:
     ctx: zmq.Context[Any] = zmq.Context()
     if packed:
         sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, b"w0")
+        secure_client(sock, client_keys(CurveSettings()))
         sock.connect(url)
-        sock.send_multipart([b"H", uuid.uuid4().bytes])
+        sock.send_multipart(dataplane.encode_hello(uuid.uuid4(), "w0"))
     else:
         sock = ctx.socket(zmq.PULL)
         sock.connect(url)

@@ -71,6 +71,7 @@ from bench.baseline import (  # noqa: E402
 )
 from bench.latency_classes import LATENCY_FILE_ENV  # noqa: E402
 from bench.trivial import DONE_FILE_ENV  # noqa: E402
+from dranspose_fast.runtime.curve import ephemeral_environment  # noqa: E402
 from tests.conftest import RedisServer, free_port  # noqa: E402
 from tests.ensemble import Ensemble, vw  # noqa: E402
 from tests.stins_source import StinsSource  # noqa: E402
@@ -194,10 +195,13 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
              ) -> dict[str, Any]:
     cfg = cfg or argparse.Namespace(payload="02", fast_timings=False, order="readme",
                                     launch="script", end="publish", poll=0.05,
-                                    poll_client="reuse", settle=0.0)
+                                    poll_client="reuse", settle=0.0, curve="on")
     redis = RedisServer(tmp)
     redis.start()
     ens = UserEnsemble(redis.url, tmp, cfg.fast_timings, cfg.launch)
+    # a deployment's keys (as `dranspose-fast local` makes them), or CURVE off when asked
+    ens.env.update(ephemeral_environment() if getattr(cfg, "curve", "on") == "on"
+                   else {"DFAST_CURVE": "off"})
     if getattr(cfg, "metrics", False):
         ens.metrics_urls = {}
     scraper: MetricsScraper | None = None
@@ -485,6 +489,9 @@ def main() -> None:
                            "as tests/ensemble.py does")
     user.add_argument("--settle", type=float, default=0.0,
                       help="seconds between the sequence POST's answer and the first send")
+    user.add_argument("--curve", choices=["on", "off"], default="on",
+                      help="CURVE on the data sockets (default on, with keys made for the run, "
+                           "as `local` makes them) or DFAST_CURVE=off")
     user.add_argument("--metrics", action="store_true",
                       help="give the workers and the ingester a metrics port and scrape every "
                            "component's /metrics every second during the run")

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -52,7 +53,8 @@ def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--parameters",
         default=None,
         metavar="FILE",
-        help="parameter file: JSON, pickle or CBOR list of {name, data}",
+        help="parameter file: a JSON or CBOR list of {name, data}, or a pickle named "
+             ".pkl/.pickle (read as data only: no code runs)",
     )
     p.add_argument(
         "--map",
@@ -141,6 +143,11 @@ def _service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="ROUTER URL workers connect to (default INGESTER_URL)")
     p.add_argument("--reducer-url", default=None,
                    help="ZMQ URL workers send results to (default REDUCER_URL)")
+
+    p = sub.add_parser("keys", help="write CURVE keys for the data sockets into DIR "
+                                    "(DFAST_CURVE_DIR; docs/security.md)")
+    p.add_argument("dir", metavar="DIR", help="the folder to write (created, mode 0700)")
+    p.add_argument("--force", action="store_true", help="replace keys that are there")
 
     p = sub.add_parser("local", help="a whole ensemble on this machine, as child processes")
     p.add_argument("--stream", action="append", default=[], metavar="NAME=URL",
@@ -305,8 +312,33 @@ def build_ingester(args: argparse.Namespace) -> Ingester:
     return create_ingester(args.ingesterclass, **settings)
 
 
+#: Commands that open data sockets: without CURVE keys they start only when told to
+#: (DFAST_CURVE=off), a deliberate change from dranspose 0.2 (docs/compatibility.md).
+_DATA_COMMANDS = ("worker", "ingester", "reducer", "debugworker", "http_ingester")
+
+
+def _check_curve(command: str) -> None:
+    """Refuse a data command without keys and without DFAST_CURVE; ``combined`` makes keys."""
+    from dranspose_fast.runtime import curve
+
+    if not curve.undecided(curve.CurveSettings()):
+        return
+    if command in _DATA_COMMANDS:
+        raise curve.CurveError(curve.missing_keys_message())
+    if command == "combined":  # one process on loopback: its own keys, as `local` makes
+        os.environ.update(curve.ephemeral_environment())
+
+
 def _run_service(args: argparse.Namespace) -> int:
     command = args.command
+    if command == "keys":
+        from dranspose_fast.runtime.curve import write_keys
+
+        folder = write_keys(Path(args.dir), force=args.force)
+        print(f"wrote CURVE keys into {folder}: give servers (ingesters, reducer) and clients "
+              "(workers) DFAST_CURVE_DIR={folder}; docs/security.md says which file each needs")
+        return 0
+    _check_curve(command)
     if command == "http_ingester":
         return _run_http_ingester(args)
     if command == "combined":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dranspose_fast.runtime import curve
 from dranspose_fast.runtime.ports import free_port
 from dranspose_fast.runtime.settings import redact_url
 
@@ -175,6 +176,8 @@ def run_local(
             env["REDIS_URL"] = ensemble.redis_url
         # the data sockets listen on loopback, whatever bind settings the shell has
         env.update(INGESTER_BIND="127.0.0.1", REDUCER_BIND="127.0.0.1")
+        if curve.undecided(curve.CurveSettings()):
+            env.update(curve.ephemeral_environment())  # this ensemble's own CURVE keys
         ensemble.spawn("controller", ["controller", "--host", host, "--port", str(port)], env)
         reducer_env = dict(env, REDUCER_URL=f"tcp://127.0.0.1:{free_port()}")
         rargs = ["reducer", "--host", host, "--port", str(reducer_port)]

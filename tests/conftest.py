@@ -16,12 +16,16 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from dranspose_fast.runtime import ports
+from dranspose_fast.runtime import curve, ports
 
 # The tests write dumps under their own tmp_path folders: let the controller (and every
 # component a test starts, which inherit the environment) accept any dump folder. The
 # confinement itself is tested in tests/test_security_rest.py with its own root.
 os.environ.setdefault("DFAST_DUMP_ROOT", "/")
+# One CURVE keyset for the session, as `local` makes one per ensemble: every component a test
+# starts authenticates its data sockets (tests of CURVE off or of other keys say so).
+if "DFAST_CURVE" not in os.environ:
+    os.environ.update(curve.ephemeral_environment())
 
 
 @pytest.fixture(autouse=True)

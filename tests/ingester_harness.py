@@ -17,7 +17,8 @@ import zmq
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester import Ingester
 from dranspose_fast.protocol import StreamName
-from dranspose_fast.runtime.dataplane import decode_events
+from dranspose_fast.runtime.curve import CurveSettings, client_keys, secure_client
+from dranspose_fast.runtime.dataplane import decode_events, encode_hello
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from tests.conftest import free_port, wait_for
 from tests.stins_source import StinsSource
@@ -36,7 +37,7 @@ class Worker:
         self.name = name
         self.uuid = uuid.uuid4()
         self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, name.encode())
+        secure_client(self.sock, client_keys(CurveSettings()))
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(url)
         self.hello()
@@ -44,7 +45,7 @@ class Worker:
         self.batches = 0
 
     def hello(self) -> None:
-        self.sock.send_multipart([b"H", self.uuid.bytes])
+        self.sock.send_multipart(encode_hello(self.uuid, self.name))
 
     def receive(self, n: int, timeout: float = TIMEOUT) -> list[tuple[int, dict[str, StreamData]]]:
         """Collect until ``n`` events in all have arrived."""

@@ -102,6 +102,27 @@ def test_dump_prefix_parameter(harness: Harness, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
+def test_a_dump_prefix_outside_the_root_is_refused_and_the_scan_goes_on(
+        harness: Harness, tmp_path: Path) -> None:
+    """Redis is not trusted with paths: a prefix the controller would refuse (written to Redis
+    by someone else) is refused by the ingester too, counted, and the events still flow."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    src = harness.stins(record=True)
+    ing = harness.ingester(ZmqPullSingleIngester, ["eiger"], upstream_url=src.url,
+                           dfast_dump_root=root)
+    w0 = harness.worker("w0", ing)
+    version = uuid.uuid4()
+    harness.redis.set(Keys.parameter("dump_prefix", str(version)), f"{root}/../elsewhere/x-")
+    uid = harness.start_scan(["eiger"], ing, parameters_version={"dump_prefix": version})
+    harness.assign(uid, 0, [[1]] * 3, ["w0"])
+    src.send_series(1)
+    assert len(w0.receive(3)) == 3
+    wait_for(lambda: ing.counter_values().dump_errors == 1, what="the refusal counted")
+    assert list(outside.iterdir()) == []
+
+
 def test_multi_stream_dump_has_discarded_streams_and_only_present_ones(
     harness: Harness, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from dranspose_fast.api.server import HttpThread
 from dranspose_fast.parameters import IntParameter
 from dranspose_fast.reducer import Reducer, create_app
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import CurveSettings, client_keys, secure_client
 from dranspose_fast.runtime.redis_messages import Keys, reduced_decoder
 from dranspose_fast.runtime.settings import ReducerSettings, WorkerSettings
 from dranspose_fast.runtime.usercode import encode_payload
@@ -78,6 +79,7 @@ class FakeWorker:
         self.ctx = zmq.Context()
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 1000)
+        secure_client(self.push, client_keys(CurveSettings()))  # the session's worker key
         self.push.connect(url)
         self.name = name
 

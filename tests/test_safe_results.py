@@ -38,6 +38,7 @@ from dranspose_fast.parameters import load_parameter_file
 from dranspose_fast.protocol import StreamName, WorkParameter
 from dranspose_fast.replay import replay
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import ClientKeys, CurveSettings, client_keys, secure_client
 from dranspose_fast.runtime.settings import ResultSettings
 from tests.ensemble import ROOT, Ensemble, uniform
 from tests.stins_source import StinsSource
@@ -335,12 +336,31 @@ def test_forged_results_are_refused_counted_and_the_scan_finishes(
     forged = [(1, pickle.dumps(FileMaker(made), protocol=5)),
               (2, pickle.dumps(_frombuffer(ForgedDtype()), protocol=4)),
               (3, b"\x80\x05 not a pickle")]
+    url = ens.commands["reducer"][1]["REDUCER_URL"]
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 2000)
-    push.connect(ens.commands["reducer"][1]["REDUCER_URL"])
-    push.send_multipart(dataplane.encode_results("intruder", None, forged, scan=uid))
-    push.close()
+    # Outsiders: no CURVE, and a fresh keypair that knows the server's public key. Both are
+    # refused at the handshake, before any byte reaches Python, and counted.
+    outsiders = [ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)]
+    fresh_public, fresh_secret = zmq.curve_keypair()
+    server = client_keys(CurveSettings())
+    assert server is not None, "the test session runs with CURVE on (tests/conftest.py)"
+    secure_client(outsiders[1], ClientKeys(fresh_public, fresh_secret, server.server))
+    # A compromised worker holds the ensemble's client key: CURVE lets it in, and the
+    # restricted unpickler refuses what it sends.
+    insider = ctx.socket(zmq.PUSH)
+    secure_client(insider, server)
+    for push in (*outsiders, insider):
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(url)
+        push.send_multipart(dataplane.encode_results("intruder", None, forged, scan=uid))
+
+    def refused() -> bool:
+        reducer = ens.get("/api/v1/config").json()["reducer"]
+        return bool(reducer["refused_peers"] >= 2)
+
+    ens.wait("both outsiders refused", refused)
+    for push in (*outsiders, insider):
+        push.close(linger=0 if push in outsiders else 2000)
     ctx.term()
 
     source.send_series()
@@ -359,6 +379,8 @@ def test_forged_results_are_refused_counted_and_the_scan_finishes(
     assert not made.exists()
     log = ens.log("reducer")
     assert "result 1 of intruder refused (1 undecodable so far)" in log
+    assert "refused a peer's handshake" in log  # the outsiders, at CURVE's door
+    assert "refused a CURVE client whose key" in log
     assert "posix.system is not plain data" in log
 
 

@@ -27,6 +27,7 @@ from dranspose_fast.event import EventData, StreamData, make_stream_data
 from dranspose_fast.parameters import StrParameter
 from dranspose_fast.protocol import IngesterState, ReducerState
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import CurveServer, CurveSettings, server_keys
 from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
@@ -100,9 +101,11 @@ class FakeIngester:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.LINGER, 0)
+        self.curve = curve_server(self.ctx, self.router, name)
         port = self.router.bind_to_random_port("tcp://127.0.0.1")
         self.state = IngesterState(name=name, url=Url(f"tcp://127.0.0.1:{port}"), streams=streams)
-        self.hellos: dict[str, bytes] = {}
+        #: worker name → (routing id, service uuid) of its hellos
+        self.hellos: dict[str, tuple[bytes, bytes]] = {}
         self.publish()
 
     def publish(self, mapping_uuid: uuid.UUID | None = None) -> None:
@@ -114,8 +117,9 @@ class FakeIngester:
     def poll_hellos(self, timeout: float = 0.0) -> None:
         while self.router.poll(int(timeout * 1000)):
             ident, *frames = self.router.recv_multipart()
-            assert frames[0] == b"H" and len(frames[1]) == 16
-            self.hellos[ident.decode()] = frames[1]
+            hello = dataplane.decode_hello(frames)
+            assert hello is not None, frames
+            self.hellos[hello[1]] = (ident, frames[1])
             timeout = 0
 
     def wait_worker(self, name: str, timeout: float = 10) -> None:
@@ -129,12 +133,24 @@ class FakeIngester:
 
     def send_raw(self, worker: str, frames: list[Any]) -> None:
         self.wait_worker(worker)
-        self.router.send_multipart([worker.encode(), *frames])
+        self.router.send_multipart([self.hellos[worker][0], *frames])
 
     def close(self) -> None:
         self.client.delete(Keys.config("ingester", self.state.name))
         self.router.close()
+        if self.curve is not None:
+            self.curve.close()
         self.ctx.term()
+
+
+def curve_server(ctx: zmq.Context[Any], sock: zmq.Socket[Any], name: str) -> CurveServer | None:
+    """CURVE on a fake's server socket with the session's keys, as the real component has."""
+    keys = server_keys(CurveSettings())
+    if keys is None:
+        return None
+    server = CurveServer(ctx, keys, name)
+    server.secure(sock)
+    return server
 
 
 class FakeReducer:
@@ -143,6 +159,7 @@ class FakeReducer:
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
+        self.curve = curve_server(self.ctx, self.pull, "reducer")
         self.port = self.pull.bind_to_random_port("tcp://127.0.0.1")
         self.state = ReducerState(url=Url(f"tcp://127.0.0.1:{self.port}"))
         if publish:
@@ -170,6 +187,8 @@ class FakeReducer:
 
     def close(self) -> None:
         self.pull.close()
+        if self.curve is not None:
+            self.curve.close()
         self.ctx.term()
 
 

@@ -16,6 +16,7 @@ the sources it reads are in ``sources``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,9 @@ from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpd
 #: Events kept per unreachable worker before the oldest batch is dropped (counted and logged).
 #: Credits bound what a worker can be assigned, so this is a safety net, not a working limit.
 MAX_QUEUED_EVENTS: Final[int] = 1 << 16
+#: Largest message part a worker may send to an ingester (its hellos are under 300 bytes):
+#: libzmq drops the connection of a peer that sends more before any of it is kept.
+MAX_WORKER_FRAME: Final[int] = 4096
 #: Rows routed per round before the batches are sent (bounds latency and memory per round).
 MAX_ROWS_PER_ROUND: Final[int] = 1024
 
@@ -182,8 +186,25 @@ def _typ(src: Source) -> str:
 # === Workers ===
 
 
+@dataclass(slots=True)
+class Route:
+    """Where a worker name's batches go: the ROUTER connection its hellos came from."""
+
+    routing_id: bytes
+    service_uuid: uuid.UUID
+    #: The CURVE client key (Z85) of that connection; ``None`` with CURVE off.
+    key: str | None
+    last_seen: float
+
+
 class WorkerLinks:
-    """The ROUTER towards the workers, with ordered, bounded queues for unreachable ones."""
+    """The ROUTER towards the workers, with ordered, bounded queues for unreachable ones.
+
+    A worker name is bound to the connection that said hello with it (``routes``).  Another
+    connection claiming a bound name is refused unless it holds the same CURVE key (a restarted
+    worker), or, with CURVE off, the bound connection is gone or silent for ``takeover_after``
+    seconds: nobody else is handed a live worker's frames.
+    """
 
     def __init__(
         self,
@@ -191,11 +212,16 @@ class WorkerLinks:
         counters: Counters,
         log: logging.Logger,
         max_queued_events: int = MAX_QUEUED_EVENTS,
+        takeover_after: float = 5.0,
+        authenticated: bool = False,
     ) -> None:
         self.router = router
         self.counters = counters
         self.log = log
         self.max_queued_events = max_queued_events
+        self.takeover_after = takeover_after
+        self.authenticated = authenticated
+        self.routes: dict[str, Route] = {}
         self.queues: dict[str, deque[tuple[list[Any], int]]] = {}
         self.queued_events = 0
 
@@ -254,32 +280,80 @@ class WorkerLinks:
                 name, self.max_queued_events, n, self.counters.dropped_for_absent_workers)
 
     def _try(self, name: str, frames: list[Any]) -> bool:
+        route = self.routes.get(name)
+        if route is None:
+            return False
         try:
-            self.router.send_multipart([name.encode(), *frames], flags=zmq.NOBLOCK, copy=False)
+            self.router.send_multipart([route.routing_id, *frames], flags=zmq.NOBLOCK,
+                                       copy=False)
         except zmq.ZMQError as exc:
-            # ROUTER_MANDATORY: unknown peer (EHOSTUNREACH) or its pipe is full (EAGAIN).
-            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+            # ROUTER_MANDATORY: the connection is gone (EHOSTUNREACH) or its pipe is full.
+            if exc.errno == zmq.EHOSTUNREACH:
+                del self.routes[name]  # the worker's next hello binds its new connection
+                return False
+            if exc.errno == zmq.EAGAIN:
                 return False
             raise
         return True
 
     def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None]) -> None:
-        """Read every worker message ready on the ROUTER: ``[name, *dataplane hello]``."""
+        """Read every worker message ready on the ROUTER: ``[routing id, *dataplane hello]``."""
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            service_uuid = dataplane.decode_hello(frames[1:])
-            if service_uuid is not None:
-                name = frames[0].decode("utf8", "replace")
-                on_hello(name, service_uuid)
-                if name in self.queues:
-                    self.flush(name)
+            hello = dataplane.decode_hello(frames[1:])
+            if hello is None:
+                self.counters.bad_worker_messages += 1
+                log_sparsely(self.log, self.counters.bad_worker_messages,
+                             "ignored a worker message of %d frames that is not a hello",
+                             len(frames))
                 continue
-            self.counters.bad_worker_messages += 1
-            log_sparsely(self.log, self.counters.bad_worker_messages,
-                         "ignored a worker message of %d frames that is not a hello", len(frames))
+            service_uuid, name = hello
+            if not self._bind(name, service_uuid, frames[0]):
+                continue
+            on_hello(name, service_uuid)
+            if name in self.queues:
+                self.flush(name)
+
+    def _bind(self, name: str, service_uuid: uuid.UUID, frame: zmq.Frame) -> bool:
+        """Bind ``name`` to the connection ``frame`` came from, if that is allowed."""
+        routing_id, key = frame.bytes, _user_id(frame)
+        now = time.monotonic()
+        route = self.routes.get(name)
+        if route is not None and route.routing_id != routing_id:
+            if self.authenticated:
+                allowed = key is not None and key == route.key  # the same key, restarted
+            else:
+                allowed = now - route.last_seen > self.takeover_after  # the weaker mode
+            if not allowed:
+                self.counters.refused_worker_names += 1
+                log_sparsely(self.log, self.counters.refused_worker_names,
+                             "refused a hello from %s claiming worker name %r, which a live "
+                             "connection holds%s", _peer(frame), name,
+                             " with another CURVE key" if self.authenticated else "")
+                return False
+            self.log.info("worker %s (%s) connects again from %s", name, service_uuid,
+                          _peer(frame))
+        self.routes[name] = Route(routing_id, service_uuid, key, now)
+        return True
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The CURVE key (Z85) the ZAP handler gave ``frame``'s connection; ``None``: no CURVE."""
+    try:
+        key = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return key if isinstance(key, str) and key else None
+
+
+def _peer(frame: zmq.Frame) -> str:
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return "an unknown address"
 
 
 # === Routing ===

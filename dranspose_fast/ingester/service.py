@@ -39,6 +39,7 @@ from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
 from dranspose_fast.ingester.routing import (
+    MAX_WORKER_FRAME,
     Assign,
     BadAssignment,
     BeginScan,
@@ -68,6 +69,7 @@ from dranspose_fast.protocol import (
 )
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
+from dranspose_fast.runtime.curve import CurveServer, server_keys
 from dranspose_fast.runtime.metrics import ComponentMetrics, MetricsServer
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from dranspose_fast.runtime.service import Entry, Service
@@ -170,6 +172,9 @@ class Ingester(Service):
         self.active_streams: list[StreamName] = []
         self.counters = Counters()  # written by the data loop only
         self._source_counters = Counters()  # written by the source thread only
+        #: CURVE keys of the ROUTER (``None``: off); read now so bad keys stop the start.
+        self._curve_keys = server_keys(settings)
+        self._curve: CurveServer | None = None
         self.zmq_context: zmq.Context[Any] = zmq.Context()
         #: For user ``run_source`` code (0.2's ``self.ctx``): sockets used in the source loop.
         self.ctx = zmq.asyncio.Context()
@@ -215,7 +220,10 @@ class Ingester(Service):
         address = self._ingester_settings.bind_address()
         router = self.zmq_context.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_WORKER_FRAME)
+        if self._curve_keys is not None:
+            self._curve = CurveServer(self.zmq_context, self._curve_keys, self.state.name)
+            self._curve.secure(router)
         router.setsockopt(zmq.SNDHWM, self._router_hwm())
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 300)
@@ -224,9 +232,15 @@ class Ingester(Service):
             router.bind(address)
         except zmq.ZMQError as exc:
             router.close(linger=0)
+            if self._curve is not None:
+                self._curve.close()
+                self._curve = None
             raise OSError(f"ingester {self.state.name}: cannot bind {address}: {exc}") from exc
         self._router = router
-        self._links = WorkerLinks(router, self.counters, self.log)
+        # a second connection may claim a live worker's name only as WorkerLinks allows
+        self._links = WorkerLinks(router, self.counters, self.log,
+                                  takeover_after=4 * self.settings.config_interval,
+                                  authenticated=self._curve is not None)
         self._loop_thread = threading.Thread(
             target=self._data_loop, name=f"{self.state.name}-data", daemon=True)
         self._loop_thread.start()
@@ -408,6 +422,12 @@ class Ingester(Service):
         path = self.dump_path(mapping_uuid)
         if path is None:
             return None
+        if not self._ingester_settings.dump_path:  # a dump_prefix came through Redis
+            problem = self._ingester_settings.dump_path_problem(path)
+            if problem is not None:  # the controller checks it too; Redis is not trusted
+                self.counters.dump_errors += 1
+                self.log.error("not dumping scan %s: %s", mapping_uuid, problem)
+                return None
         try:
             writer = DumpWriter(path)
         except OSError as exc:
@@ -536,6 +556,7 @@ class Ingester(Service):
         values = {k: own[k] + src[k] for k in own}
         links = self._links
         values["queued_for_absent_workers"] = links.queued_events if links is not None else 0
+        values["refused_peers"] = self._curve.refused if self._curve is not None else 0
         return IngesterCounters(**values)
 
     def metric_values(self) -> dict[str, float]:
@@ -571,6 +592,8 @@ class Ingester(Service):
         self._upstreams.clear()
         if self._router is not None:
             self._router.close(linger=0)
+        if self._curve is not None:
+            self._curve.close()
         self._commands.close()
         self.ctx.destroy(linger=0)
         self.zmq_context.destroy(linger=0)

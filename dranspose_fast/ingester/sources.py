@@ -82,6 +82,8 @@ class Counters:
     bad_assignments: int = 0
     #: Messages on the ROUTER that are not a worker hello.
     bad_worker_messages: int = 0
+    #: Hellos that claimed a worker name another live peer holds (refused, not rebound).
+    refused_worker_names: int = 0
     #: Events written to the scan's dump.
     dumped: int = 0
     #: Dumps that could not be opened, written or closed.
@@ -99,6 +101,8 @@ class IngesterCounters(Counters):
 
     #: Events queued for workers that are not reachable (a gauge, not a total).
     queued_for_absent_workers: int = 0
+    #: Handshakes refused on the ROUTER by CURVE: no CURVE, wrong keys, a key not allowed.
+    refused_peers: int = 0
 
 
 def log_sparsely(log: logging.Logger, count: int, msg: str, *args: object) -> None:

@@ -44,6 +44,7 @@ from dranspose_fast.errors import ClassLoadError
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.protocol import ReducerState
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import CurveServer, server_keys
 from dranspose_fast.runtime.heap import settle_heap
 from dranspose_fast.runtime.memory import replace_parameters, trim_after
 from dranspose_fast.runtime.metrics import (
@@ -92,6 +93,8 @@ class ReducerServiceState(ReducerState):
     dropped_held_overflow: int = 0
     result_messages: int = 0
     received_bytes: int = 0
+    #: Handshakes refused on the results socket by CURVE (no keys, wrong or unknown key).
+    refused_peers: int = 0
     class_errors: int = 0
     class_error: str | None = None
 
@@ -123,15 +126,18 @@ class Reducer(Service):
             raise ValueError(f"reducer_url {url} has no port to bind")
         # where it listens (REDUCER_BIND) apart from what workers are told (REDUCER_URL)
         address = self.reducer_settings.bind_address()
+        keys = server_keys(self.reducer_settings)  # results only from the ensemble's keys
         self.ctx: zmq.Context[Any] = zmq.Context()
+        self.curve = CurveServer(self.ctx, keys, "reducer") if keys is not None else None
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        if self.curve is not None:
+            self.curve.secure(self.pull)
         try:
             self.pull.bind(address)
         except zmq.ZMQError as exc:
-            self.pull.close()
-            self.ctx.term()
+            self._close_sockets()
             raise OSError(f"reducer cannot bind {address} (for {url}): {exc}") from None
         self.context: dict[Any, Any] = {}
         self.user_class = self._load_class()
@@ -195,7 +201,12 @@ class Reducer(Service):
             host.stop_timer()
             close_user_object(host.instance, self.context, self.log, "reducer")
         super().close()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
         self.pull.close(linger=0)
+        if self.curve is not None:
+            self.curve.close()  # its threads' sockets go before the context ends
         self.ctx.term()
 
     # === scans (updates thread) ===
@@ -385,6 +396,7 @@ class Reducer(Service):
             st.dropped_held_overflow = self._counts["overflow"]
             st.result_messages = self._messages
             st.received_bytes = self._counts["bytes"]
+            st.refused_peers = self.curve.refused if self.curve is not None else 0
             return numbers(st)
 
 

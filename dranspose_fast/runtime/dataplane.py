@@ -14,8 +14,9 @@ Layouts (internal; they need not match dranspose 0.2's; docs/protocol.md):
   as data only (``helpers.safe_pickle``: plain data, numpy, and the classes of
   ``DFAST_RESULT_CLASSES``); ``scan`` is the 16 bytes of the mapping uuid the results belong
   to (``NO_SCAN`` in a replay).
-* hello, worker → ingester ``[b"H", service_uuid]`` (16 bytes); a replay worker process
-  says ``[b"H"]`` to its pool.
+* hello, worker → ingester ``[b"H", service_uuid, name]`` (16 bytes, UTF-8): the ingester
+  binds the name to the connection (and CURVE key) it came from; a replay worker process says
+  ``[b"H"]`` to its pool.
 * replay pool ↔ worker process: ``[b"P", pickled parameters]``, ``[b"F"]`` (finish),
   ``[b"C", events done (u64 LE)]`` (credit), ``[b"D", msgpack counters]`` (done).
 
@@ -213,16 +214,23 @@ def decode_result(payload: Any, allowed: AllowList) -> Any:
 # === control messages ===
 
 
-def encode_hello(service_uuid: uuid.UUID | None = None) -> list[bytes]:
-    """A worker's hello to an ingester (with its service uuid) or to a replay pool (without)."""
-    return [HELLO] if service_uuid is None else [HELLO, service_uuid.bytes]
+def encode_hello(service_uuid: uuid.UUID | None = None, name: str = "") -> list[bytes]:
+    """A worker's hello to an ingester (service uuid and name) or to a replay pool (bare)."""
+    return [HELLO] if service_uuid is None else [HELLO, service_uuid.bytes, name.encode()]
 
 
-def decode_hello(frames: Sequence[Any]) -> uuid.UUID | None:
-    """The service uuid of a worker's hello to an ingester; ``None`` if it is not one."""
-    if len(frames) == 2 and _bytes(frames[0]) == HELLO and len(_bytes(frames[1])) == 16:
-        return uuid.UUID(bytes=_bytes(frames[1]))
-    return None
+def decode_hello(frames: Sequence[Any]) -> tuple[uuid.UUID, str] | None:
+    """The service uuid and name of a worker's hello to an ingester; ``None`` if it is not
+    one (the name must be UTF-8 text of 1 to 255 bytes)."""
+    if len(frames) != 3 or _bytes(frames[0]) != HELLO:
+        return None
+    raw_uuid, raw_name = _bytes(frames[1]), _bytes(frames[2])
+    if len(raw_uuid) != 16 or not 0 < len(raw_name) < 256:
+        return None
+    try:
+        return uuid.UUID(bytes=raw_uuid), raw_name.decode("utf8")
+    except UnicodeDecodeError:
+        return None
 
 
 def encode_parameters(blob: bytes) -> list[bytes]:

@@ -39,6 +39,7 @@ from dranspose_fast.protocol import (
     WorkerTag,
     ZmqUrl,
 )
+from dranspose_fast.runtime.curve import CurveSettings
 
 
 class SettingsError(DransposeFastError, ValueError):
@@ -139,10 +140,11 @@ def bind_address(url: Url, bind: str | None, setting: str, url_setting: str) -> 
     return f"tcp://{bind}:{url.port}"
 
 
-class DistributedSettings(BaseSettings):
-    """Settings every component shares."""
+class DistributedSettings(CurveSettings):
+    """Settings every component shares (``CurveSettings``: the data sockets' keys)."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    # a REDIS_URL that does not validate holds a password: errors name the field, not the value
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True)
 
     redis_dsn: RedisDsn = Field(
         RedisDsn("redis://localhost:6379/0"),

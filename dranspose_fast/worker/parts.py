@@ -1,7 +1,7 @@
 """Pieces of the networked worker that hold no sockets and no threads.
 
-Event assembly, reading the configs the worker discovers its peers
-from, picking this worker's events out of an assignment batch, and the commands other threads
+Event assembly, picking this worker's events out of an assignment batch, and the commands
+other threads
 post to the data thread (``BeginScan``, ``NewParameters``, ``FinishScan``, ``EndScan``,
 ``Assign``, ``IngestersFound``, ``ReducerFound``). ``service.Worker``
 wires them to ZeroMQ and Redis; here they are plain objects, tested on their own.
@@ -15,18 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
 
 from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.runtime.redis_messages import AssignmentBatch, Keys
+from dranspose_fast.runtime.redis_messages import AssignmentBatch
 from dranspose_fast.runtime.usercode import WorkerHost
 
 __all__ = [
     "Assembler", "NoClass", "PartialEvent", "ScanState", "ServiceCounters",
     "WorkerServiceState", "events_for",
-    "read_ingesters", "read_reducer",
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
@@ -222,33 +220,3 @@ def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]]
     if not rows.size:
         return None
     return (rows + batch.first_event).tolist(), counts[rows].tolist()
-
-
-def read_ingesters(client: redis.Redis) -> tuple[dict[str, IngesterState], list[str]]:
-    """Every live ingester's config by name, and one message per config that did not parse."""
-    keys = list(client.scan_iter(match=Keys.config_pattern("ingester"), count=1000))
-    found: dict[str, IngesterState] = {}
-    bad: list[str] = []
-    if not keys:
-        return found, bad
-    for key, raw in zip(keys, client.mget(keys), strict=True):
-        if raw is None:
-            continue  # expired between SCAN and MGET
-        try:
-            st = IngesterState.model_validate_json(raw)
-        except ValueError as exc:
-            bad.append(f"malformed config {key!r}: {exc}")
-            continue
-        found[str(st.name)] = st
-    return found, bad
-
-
-def read_reducer(client: redis.Redis) -> tuple[ReducerState | None, str | None]:
-    """The reducer's config (None while there is none), and an error message if it is bad."""
-    raw = client.get(Keys.config("reducer", "reducer"))
-    if raw is None:
-        return None, None
-    try:
-        return ReducerState.model_validate_json(raw), None
-    except ValueError as exc:
-        return None, f"malformed reducer config: {exc}"

@@ -22,6 +22,7 @@ import zmq
 
 from dranspose_fast.protocol import IngesterState, ReducerState
 from dranspose_fast.runtime import dataplane
+from dranspose_fast.runtime.curve import ClientKeys, secure_client
 from dranspose_fast.runtime.redis_messages import CreditMessage, credit_encoder
 
 __all__ = ["CreditSender", "Dealer", "Peers"]
@@ -41,14 +42,22 @@ class Dealer:
 
 
 class Peers:
-    """DEALERs to the ingesters (identity = worker name) and the PUSH to the reducer."""
+    """DEALERs to the ingesters (each says hello with the worker's name) and the PUSH to the
+    reducer; all CURVE clients when ``keys`` are given."""
 
     def __init__(
-        self, ctx: zmq.Context[Any], name: str, service_uuid: uuid.UUID, poller: zmq.Poller
+        self,
+        ctx: zmq.Context[Any],
+        name: str,
+        service_uuid: uuid.UUID,
+        poller: zmq.Poller,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.ctx = ctx
         self.name = name
-        self.hello = dataplane.encode_hello(service_uuid)
+        #: CURVE keys of every data socket (``None``: plain; ``runtime.curve``).
+        self.keys = keys
+        self.hello = dataplane.encode_hello(service_uuid, name)
         self.poller = poller
         self.dealers: dict[str, Dealer] = {}
         self.ingesters: dict[str, IngesterState] = {}
@@ -79,7 +88,7 @@ class Peers:
 
     def _open(self, st: IngesterState) -> None:
         sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self.name.encode())
+        secure_client(sock, self.keys)  # the hello names us; the ingester binds the name
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)  # credits bound what is in flight
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
@@ -138,6 +147,7 @@ class Peers:
             return
         if self._push is None:
             self._push = self.ctx.socket(zmq.PUSH)
+            secure_client(self._push, self.keys)
             self._push.setsockopt(zmq.LINGER, 2000)
             self._push.setsockopt(zmq.TCP_KEEPALIVE, 1)
             # Queue only on live connections: a pipe to a reducer that went away would hold

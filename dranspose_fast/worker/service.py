@@ -54,6 +54,7 @@ from dranspose_fast.protocol import IngesterState
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
+from dranspose_fast.runtime.curve import client_keys
 from dranspose_fast.runtime.heap import settle_heap
 from dranspose_fast.runtime.memory import replace_parameters, trim_after
 from dranspose_fast.runtime.metrics import ComponentMetrics, DutyCycle, MetricsServer, numbers
@@ -73,6 +74,7 @@ from dranspose_fast.runtime.usercode import (
     describe,
     encode_payload,
 )
+from dranspose_fast.worker.discovery import Discovery
 from dranspose_fast.worker.parts import (
     Assign,
     BeginScan,
@@ -87,8 +89,6 @@ from dranspose_fast.worker.parts import (
     ServiceCounters,
     WorkerServiceState,
     events_for,
-    read_ingesters,
-    read_reducer,
 )
 from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
 
@@ -104,8 +104,6 @@ DECODE_ERRORS = (ValueError, TypeError, IndexError, msgspec.MsgspecError)
 CREDIT_IDLE = 0.005
 #: Longest time a processed event waits to be granted back while batches keep arriving.
 CREDIT_MAX_AGE = 0.02
-#: Discovery period while waiting for the ingesters to switch to a new scan.
-FAST_DISCOVERY = 0.005
 #: Messages received from one socket before the loop looks at the others.
 RECV_BURST = 64
 
@@ -134,7 +132,8 @@ class Worker(Service):
         self._poller = zmq.Poller()
         self._poller.register(self._commands.socket, zmq.POLLIN)
 
-        self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller)
+        self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller,
+                           client_keys(self.worker_settings))
         self.credits = CreditSender(self.redis, self.name)
         self._scan: ScanState | None = None
         self._last_host: WorkerHost | None = None
@@ -147,9 +146,9 @@ class Worker(Service):
                                             self.settings.metrics_port)
 
         self._assignments = AssignmentReader(self, 256, self._on_assignments)
-        self._fast_discovery = False
+        self._discovery = Discovery(self.redis, self.name, self._commands.post, self._counters,
+                                    self.settings.config_interval, self.log)
         self._discovered = False  # the first discovery ran (a scan waits for it)
-        self._discover_now = threading.Event()
         self._loop_started = False
         self._loop_done = threading.Event()
         self._run_thread: threading.Thread | None = None
@@ -175,7 +174,7 @@ class Worker(Service):
 
     def start_background(self) -> None:
         super().start_background()
-        self._spawn(self._discover_loop, "discovery")
+        self._spawn(lambda: self._discovery.run(self.stop_event), "discovery")
         self._spawn(self._assignments.run, "assignments")
         self._spawn(lambda: self.credits.run(self.stop_event), "credits")
 
@@ -216,7 +215,7 @@ class Worker(Service):
         (idempotent)."""
         if not self.begin_close():
             return
-        self._discover_now.set()
+        self._discovery.wake()
         self._assignments.wake()
         self._commands.wake()
         self.metrics_server.stop()
@@ -458,8 +457,8 @@ class Worker(Service):
                 uuid=uid, host=host, phash=phash, credit_key=Keys.credits(uid),
                 sync_deadline=time.monotonic() + self.settings.config_ttl,
             )
-            self._fast_discovery = True
-            self._discover_now.set()
+            self._discovery.fast = True
+            self._discovery.wake()
         with self._state_lock:
             self.state.mapping_uuid = uid
         self._publish_now()
@@ -491,7 +490,7 @@ class Worker(Service):
             )
         self._counters.old_scan += self.peers.drain()
         scan.syncing = False
-        self._fast_discovery = False
+        self._discovery.fast = False
         self._grant(scan)
 
     def _on_parameters(self, uid: uuid.UUID, params: Parameters, phash: str) -> None:
@@ -535,30 +534,6 @@ class Worker(Service):
         self._commands.close()
 
     # === background threads ===
-
-    def _discover_loop(self) -> None:
-        seen: object = None
-        reducer_seen: object = None
-        while not self.stop_event.is_set():
-            found, bad = read_ingesters(self.redis)
-            for message in bad:
-                self._counters.bad_configs += 1
-                self.log.error("worker %s: ignored a %s", self.name, message)
-            key = sorted((n, str(s.url), s.service_uuid, s.mapping_uuid) for n, s in found.items())
-            if key != seen:
-                seen = key
-                self._commands.post(IngestersFound(found))
-            reducer, error = read_reducer(self.redis)
-            if error is not None:
-                self._counters.bad_configs += 1
-                self.log.error("worker %s: ignored a %s", self.name, error)
-            rkey = None if reducer is None else (str(reducer.url), reducer.service_uuid)
-            if rkey != reducer_seen:
-                reducer_seen = rkey
-                self._commands.post(ReducerFound(reducer))
-            delay = FAST_DISCOVERY if self._fast_discovery else self.settings.config_interval
-            self._discover_now.wait(delay)
-            self._discover_now.clear()
 
     def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
