@@ -36,6 +36,7 @@ from dranspose_fast.debug_worker import DebugWorkerSettings
 from dranspose_fast.helpers.utils import import_class
 from dranspose_fast.ingester import Ingester
 from dranspose_fast.ingesters import ingester_class, settings_class
+from dranspose_fast.runtime import curve
 from dranspose_fast.runtime.settings import (
     CliSettings,
     IngesterSettings,
@@ -460,6 +461,60 @@ def test_secrets_not_rendered_are_documented_prerequisites(
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref and ref["name"] not in secrets:
                     assert f"`{ref['name']}`" in text and f"`{ref['key']}`" in text, ref
+
+
+def test_secret_volumes_are_documented_prerequisites(rendered: list[dict[str, Any]]) -> None:
+    secrets = of_kind(rendered, "Secret")
+    text = prerequisites_text()
+    for deployment in of_kind(rendered, "Deployment").values():
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+            secret = volume.get("secret")
+            if secret and secret["secretName"] not in secrets:
+                assert f"`{secret['secretName']}`" in text, secret
+                for item in secret.get("items", []):
+                    assert f"`{item['key']}`" in text, item
+
+
+#: What each data command needs of CURVE: a server's keys (and allow-list) or a client's.
+CURVE_ROLES = {"ingester": "server", "http_ingester": "server", "reducer": "server",
+               "worker": "client", "debugworker": "client"}
+
+
+def test_data_components_mount_the_curve_keys_of_their_role(
+        rendered: list[dict[str, Any]], tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """Lay the Secret ``dranspose-curve`` out as each pod mounts it, from keys the ``keys``
+    command writes, and load them as the component will: servers and clients must agree."""
+    keys = curve.write_keys(tmp_path / "secret")
+    servers, clients = set(), set()
+    configmaps = of_kind(rendered, "ConfigMap")
+    for deployment, container in dranspose_containers(rendered):
+        command = Component.of(container).command
+        role = CURVE_ROLES.get(command)
+        if role is None:
+            continue
+        where = deployment["metadata"]["name"]
+        folder = Path(container_env(container, configmaps).get("DFAST_CURVE_DIR", "unset"))
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert str(folder) in mounts, f"{where}: DFAST_CURVE_DIR={folder} is not mounted"
+        volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
+                      if v["name"] == mounts[str(folder)])
+        assert volume["secret"]["secretName"] == "dranspose-curve"
+        pod = tmp_path / where
+        for item in volume["secret"]["items"]:
+            (pod / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (pod / item["path"]).write_bytes((keys / item["key"]).read_bytes())
+        settings = curve.CurveSettings(dfast_curve_dir=pod)
+        if role == "server":
+            server = curve.server_keys(settings)
+            assert server is not None and not (pod / "client.key_secret").exists(), where
+            servers.add((server.public, server.allowed))
+        else:
+            client = curve.client_keys(settings)
+            assert client is not None and not (pod / "server.key_secret").exists(), where
+            clients.add((client.server, client.public))
+    assert len(servers) == 1 and len(clients) == 1
+    (public, allowed), (server_public, client_public) = servers.pop(), clients.pop()
+    assert public == server_public and client_public in allowed
 
 
 def test_overlays_scale_differently(kubectl: str) -> None:
