@@ -202,6 +202,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
     # a deployment's keys (as `dranspose-fast local` makes them), or CURVE off when asked
     ens.env.update(ephemeral_environment() if getattr(cfg, "curve", "on") == "on"
                    else {"DFAST_CURVE": "off"})
+    ens.env.update(item.split("=", 1) for item in getattr(cfg, "set", None) or [])
     if getattr(cfg, "metrics", False):
         ens.metrics_urls = {}
     scraper: MetricsScraper | None = None
@@ -492,6 +493,9 @@ def main() -> None:
     user.add_argument("--curve", choices=["on", "off"], default="on",
                       help="CURVE on the data sockets (default on, with keys made for the run, "
                            "as `local` makes them) or DFAST_CURVE=off")
+    user.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                      help="an environment variable for every component (repeat for more), "
+                           "e.g. --set DFAST_CREDIT_WINDOW=1024")
     user.add_argument("--metrics", action="store_true",
                       help="give the workers and the ingester a metrics port and scrape every "
                            "component's /metrics every second during the run")
