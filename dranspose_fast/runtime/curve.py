@@ -156,6 +156,18 @@ def _off(settings: CurveSettings, role: Role) -> bool:
     return False
 
 
+def _secret_key(variable: SecretStr | None, folder: Path | None, who: Role) -> bytes:
+    """The ``who`` secret key: ``DFAST_CURVE_<WHO>_SECRET_KEY``, else ``<who>.key_secret``."""
+    name = f"DFAST_CURVE_{who.upper()}_SECRET_KEY"
+    if variable is not None:
+        return _z85_key(variable.get_secret_value(), name)
+    path = folder / f"{who}.key_secret" if folder is not None else None
+    if path is not None and path.is_file():
+        return _certificate(path, secret=True)[1] or b""
+    raise CurveError(f"CURVE is on but the {who} has no secret key: set {name} or put "
+                     f"{who}.key_secret in DFAST_CURVE_DIR")
+
+
 def server_keys(settings: CurveSettings) -> ServerKeys | None:
     """A server's keys, or ``None`` when CURVE is off (with a warning).
 
@@ -168,15 +180,7 @@ def server_keys(settings: CurveSettings) -> ServerKeys | None:
     if _off(settings, "server"):
         return None
     folder = settings.curve_dir
-    secret_key = settings.curve_server_secret_key
-    if secret_key is not None:
-        secret = _z85_key(secret_key.get_secret_value(), "DFAST_CURVE_SERVER_SECRET_KEY")
-    elif folder is not None and (folder / "server.key_secret").is_file():
-        secret = _certificate(folder / "server.key_secret", secret=True)[1] or b""
-    else:
-        raise CurveError("CURVE is on but the server has no secret key: set "
-                         "DFAST_CURVE_SERVER_SECRET_KEY or put server.key_secret in "
-                         "DFAST_CURVE_DIR")
+    secret = _secret_key(settings.curve_server_secret_key, folder, "server")
     allowed = {_z85_key(key, "DFAST_CURVE_CLIENT_KEYS") for key in settings.curve_client_keys}
     clients = folder / "clients" if folder is not None else None
     if clients is not None and clients.is_dir():
@@ -209,15 +213,7 @@ def client_keys(settings: CurveSettings) -> ClientKeys | None:
     else:
         raise CurveError("CURVE is on but the server's public key is unknown: set "
                          "DFAST_CURVE_SERVER_KEY or put server.key in DFAST_CURVE_DIR")
-    secret_key = settings.curve_client_secret_key
-    if secret_key is not None:
-        secret = _z85_key(secret_key.get_secret_value(), "DFAST_CURVE_CLIENT_SECRET_KEY")
-    elif folder is not None and (folder / "client.key_secret").is_file():
-        secret = _certificate(folder / "client.key_secret", secret=True)[1] or b""
-    else:
-        raise CurveError("CURVE is on but the client has no secret key: set "
-                         "DFAST_CURVE_CLIENT_SECRET_KEY or put client.key_secret in "
-                         "DFAST_CURVE_DIR")
+    secret = _secret_key(settings.curve_client_secret_key, folder, "client")
     return ClientKeys(zmq.curve_public(secret), secret, server)
 
 
