@@ -122,6 +122,11 @@ class IngesterState(DistributedState):
     url: ZmqUrl
     connected_workers: dict[UUID4, ConnectedWorker] = {}
     streams: list[StreamName] = []
+    #: Where workers on the same host connect instead of ``url``: an ``ipc://`` socket in a
+    #: directory only the ingester's user may enter (no CURVE needed on that hop), and the
+    #: host's boot id that says which host it is on (docs/security.md, "The local hop").
+    local_url: str | None = None
+    host_id: str | None = None
 
 
 class WorkerState(DistributedState):

@@ -2,7 +2,8 @@
 ``IsSoftwareTriggered``) and the base of the built-in ingesters (``dranspose_fast.ingesters``).
 
 * ``service``: the ``Ingester`` service (threads, the data loop, the extension API);
-* ``sources``: where frames come from (upstream sockets, user generators) and the counters;
+* ``sources``: where frames come from (upstream sockets and their settings, user generators)
+  and the counters;
 * ``routing``: the assignment batches applied to the frames, the batches sent to the workers;
 * ``framing``: the base of the built-in protocol ingesters (one upstream socket, a framer).
 """
@@ -10,13 +11,15 @@
 from __future__ import annotations
 
 from dranspose_fast.ingester.service import (
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_FRAME_BYTES,
     Ingester,
-    IngesterCounters,
     IngesterSettings,
     IngesterStatus,
     IsSoftwareTriggered,
+)
+from dranspose_fast.ingester.sources import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_FRAME_BYTES,
+    IngesterCounters,
     UpstreamSettings,
     UpstreamSource,
     hwm_messages,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from dranspose_fast.errors import DecodeError
 from dranspose_fast.event import StreamData, make_stream_data
-from dranspose_fast.ingester.service import Ingester, IsSoftwareTriggered, UpstreamSettings
+from dranspose_fast.ingester.service import Ingester, IsSoftwareTriggered
 from dranspose_fast.ingester.sources import (
     DATA,
     DONE,
@@ -42,6 +42,7 @@ from dranspose_fast.ingester.sources import (
     START,
     WAIT_START,
     Counters,
+    UpstreamSettings,
     UpstreamSource,
 )
 from dranspose_fast.middlewares._json_and_dtypes import JsonRefused, json_object

@@ -186,13 +186,20 @@ def _typ(src: Source) -> str:
 # === Workers ===
 
 
+#: The "key" of a connection to the local ROUTER (``runtime.local_hop``): the kernel admitted
+#: it as the ingester's own user, as trusted as a holder of the CURVE keys.
+LOCAL_PEER: Final = "local"
+
+
 @dataclass(slots=True)
 class Route:
     """Where a worker name's batches go: the ROUTER connection its hellos came from."""
 
+    socket: zmq.Socket[Any]
     routing_id: bytes
     service_uuid: uuid.UUID
-    #: The CURVE client key (Z85) of that connection; ``None`` with CURVE off.
+    #: The CURVE client key (Z85) of that connection, ``LOCAL_PEER`` on the local ROUTER;
+    #: ``None`` with CURVE off.
     key: str | None
     last_seen: float
 
@@ -202,8 +209,9 @@ class WorkerLinks:
 
     A worker name is bound to the connection that said hello with it (``routes``).  Another
     connection claiming a bound name is refused unless it holds the same CURVE key (a restarted
-    worker), or, with CURVE off, the bound connection is gone or silent for ``takeover_after``
-    seconds: nobody else is handed a live worker's frames.
+    worker) or comes through the local ROUTER (``local``: the kernel vouches for it), or, with
+    CURVE off, the bound connection is gone or silent for ``takeover_after`` seconds: nobody
+    else is handed a live worker's frames.
     """
 
     def __init__(
@@ -222,6 +230,8 @@ class WorkerLinks:
         self.takeover_after = takeover_after
         self.authenticated = authenticated
         self.routes: dict[str, Route] = {}
+        #: The ROUTER on the ingester's local hop (``runtime.local_hop``), if it has one.
+        self.local: zmq.Socket[Any] | None = None
         self.queues: dict[str, deque[tuple[list[Any], int]]] = {}
         self.queued_events = 0
 
@@ -284,8 +294,8 @@ class WorkerLinks:
         if route is None:
             return False
         try:
-            self.router.send_multipart([route.routing_id, *frames], flags=zmq.NOBLOCK,
-                                       copy=False)
+            route.socket.send_multipart([route.routing_id, *frames], flags=zmq.NOBLOCK,
+                                        copy=False)
         except zmq.ZMQError as exc:
             # ROUTER_MANDATORY: the connection is gone (EHOSTUNREACH) or its pipe is full.
             if exc.errno == zmq.EHOSTUNREACH:
@@ -296,11 +306,14 @@ class WorkerLinks:
             raise
         return True
 
-    def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None]) -> None:
-        """Read every worker message ready on the ROUTER: ``[routing id, *dataplane hello]``."""
+    def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None],
+                       sock: zmq.Socket[Any] | None = None) -> None:
+        """Read every worker message ready on ``sock`` (default: the ROUTER):
+        ``[routing id, *dataplane hello]``."""
+        sock = self.router if sock is None else sock
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             hello = dataplane.decode_hello(frames[1:])
@@ -311,19 +324,23 @@ class WorkerLinks:
                              len(frames))
                 continue
             service_uuid, name = hello
-            if not self._bind(name, service_uuid, frames[0]):
+            if not self._bind(name, service_uuid, frames[0], sock):
                 continue
             on_hello(name, service_uuid)
             if name in self.queues:
                 self.flush(name)
 
-    def _bind(self, name: str, service_uuid: uuid.UUID, frame: zmq.Frame) -> bool:
-        """Bind ``name`` to the connection ``frame`` came from, if that is allowed."""
-        routing_id, key = frame.bytes, _user_id(frame)
+    def _bind(self, name: str, service_uuid: uuid.UUID, frame: zmq.Frame,
+              sock: zmq.Socket[Any]) -> bool:
+        """Bind ``name`` to the connection ``frame`` came from on ``sock``, if allowed."""
+        routing_id = frame.bytes
+        key = LOCAL_PEER if sock is self.local else _user_id(frame)
         now = time.monotonic()
         route = self.routes.get(name)
-        if route is not None and route.routing_id != routing_id:
-            if self.authenticated:
+        if route is not None and (route.socket is not sock or route.routing_id != routing_id):
+            if key == LOCAL_PEER:
+                allowed = True
+            elif self.authenticated:
                 allowed = key is not None and key == route.key  # the same key, restarted
             else:
                 allowed = now - route.last_seen > self.takeover_after  # the weaker mode
@@ -336,7 +353,7 @@ class WorkerLinks:
                 return False
             self.log.info("worker %s (%s) connects again from %s", name, service_uuid,
                           _peer(frame))
-        self.routes[name] = Route(routing_id, service_uuid, key, now)
+        self.routes[name] = Route(sock, routing_id, service_uuid, key, now)
         return True
 
 

@@ -28,12 +28,12 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import redis
 import zmq
 import zmq.asyncio
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
@@ -51,13 +51,17 @@ from dranspose_fast.ingester.routing import (
     route,
 )
 from dranspose_fast.ingester.sources import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_FRAME_BYTES,
     SOURCE_TIMEOUT,
     Counters,
     GeneratorSource,
     IngesterCounters,
     Source,
     SourceRunner,
+    UpstreamSettings,
     UpstreamSource,
+    hwm_messages,
 )
 from dranspose_fast.protocol import (
     ConnectedWorker,
@@ -65,11 +69,11 @@ from dranspose_fast.protocol import (
     ParameterName,
     StreamName,
     WorkerName,
-    ZmqUrl,
 )
 from dranspose_fast.runtime.assignments import AssignmentReader
 from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.curve import CurveServer, server_keys
+from dranspose_fast.runtime.local_hop import LocalHop, boot_id
 from dranspose_fast.runtime.metrics import ComponentMetrics, MetricsServer
 from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
 from dranspose_fast.runtime.service import Entry, Service
@@ -90,54 +94,6 @@ class IngesterStatus(IngesterState):
     """``IngesterState`` plus the counters; readers that expect the 0.2 state ignore them."""
 
     counters: IngesterCounters = Field(default_factory=IngesterCounters)
-
-
-#: Default expected size of one upstream message (``UPSTREAM_FRAME_BYTES``): sized for large
-#: detector images, so the buffers stay bounded in bytes whatever the detector sends.
-DEFAULT_FRAME_BYTES: Final[int] = 1 << 20
-#: Default bytes ZeroMQ may buffer per socket and peer (``UPSTREAM_BUFFER_BYTES``).
-DEFAULT_BUFFER_BYTES: Final[int] = 256 << 20
-#: Bounds of a high-water mark derived from the two (in messages).
-MIN_HWM: Final[int] = 16
-MAX_HWM: Final[int] = 100_000
-
-
-def hwm_messages(buffer_bytes: int, frame_bytes: int) -> int:
-    """A ZeroMQ high-water mark (messages) that holds about ``buffer_bytes`` of such frames."""
-    return max(MIN_HWM, min(MAX_HWM, buffer_bytes // max(1, frame_bytes)))
-
-
-class UpstreamSettings(IngesterSettings):
-    """Settings of an ingester that reads ZeroMQ upstreams (``UPSTREAM_URL``, ``UPSTREAM_URLS``).
-
-    ``upstream_urls`` (JSON ``{stream: url}``) gives each stream its own upstream; streams not
-    listed use ``upstream_url``.  ``upstream_buffer_bytes`` / ``upstream_frame_bytes`` size the
-    receive high-water mark of each upstream socket and the send high-water mark towards each
-    worker: ZeroMQ buffers about that many bytes, then pushes back to the detector (nothing
-    is dropped).  Defaults: 256 MiB of 1 MiB frames = 256 messages.
-    """
-
-    upstream_url: ZmqUrl | None = None
-    upstream_urls: dict[StreamName, ZmqUrl] = {}
-    upstream_frame_bytes: int = Field(DEFAULT_FRAME_BYTES, gt=0)
-    upstream_buffer_bytes: int = Field(DEFAULT_BUFFER_BYTES, gt=0)
-
-    @property
-    def hwm(self) -> int:
-        """The high-water mark in messages these settings ask for."""
-        return hwm_messages(self.upstream_buffer_bytes, self.upstream_frame_bytes)
-
-    @model_validator(mode="after")
-    def _every_stream_has_a_url(self) -> UpstreamSettings:
-        missing = [s for s in self.ingester_streams
-                   if s not in self.upstream_urls and self.upstream_url is None]
-        if missing:
-            raise ValueError(f"streams {missing} have no upstream: set upstream_url "
-                             "(UPSTREAM_URL) or upstream_urls (UPSTREAM_URLS)")
-        return self
-
-    def url_of(self, stream: StreamName) -> str:
-        return str(self.upstream_urls.get(stream) or self.upstream_url)
 
 
 # === The service ===
@@ -175,6 +131,7 @@ class Ingester(Service):
         #: CURVE keys of the ROUTER (``None``: off); read now so bad keys stop the start.
         self._curve_keys = server_keys(settings)
         self._curve: CurveServer | None = None
+        self._local_hop: LocalHop | None = None
         # CURVE encrypts in libzmq's I/O threads: a second one encrypts for a second worker
         # while the first works (bench/README.md, "CURVE end to end")
         io_threads = settings.ingester_io_threads or (2 if self._curve_keys is not None else 1)
@@ -221,13 +178,10 @@ class Ingester(Service):
         url = self._ingester_settings.ingester_url
         # where it listens (INGESTER_BIND) apart from what workers are told (INGESTER_URL)
         address = self._ingester_settings.bind_address()
-        router = self.zmq_context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.MAXMSGSIZE, MAX_WORKER_FRAME)
+        router = self._new_router()
         if self._curve_keys is not None:
             self._curve = CurveServer(self.zmq_context, self._curve_keys, self.state.name)
             self._curve.secure(router)
-        router.setsockopt(zmq.SNDHWM, self._router_hwm())
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 300)
         router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 300)
@@ -244,6 +198,7 @@ class Ingester(Service):
         self._links = WorkerLinks(router, self.counters, self.log,
                                   takeover_after=4 * self.settings.config_interval,
                                   authenticated=self._curve is not None)
+        self._open_local_hop(self._links)
         self._loop_thread = threading.Thread(
             target=self._data_loop, name=f"{self.state.name}-data", daemon=True)
         self._loop_thread.start()
@@ -252,6 +207,32 @@ class Ingester(Service):
         self.log.info("ingester %s serving streams %s on %s (bound to %s)", self.state.name,
                       self.streams, url, address)
         self.metrics_server.start()
+
+    def _new_router(self) -> zmq.Socket[Any]:
+        """A ROUTER towards workers: mandatory routing, hellos only in, the byte-sized HWM."""
+        router: zmq.Socket[Any] = self.zmq_context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_WORKER_FRAME)
+        router.setsockopt(zmq.SNDHWM, self._router_hwm())
+        return router
+
+    def _open_local_hop(self, links: WorkerLinks) -> None:
+        """The ROUTER for workers on this host (``runtime.local_hop``); without it, TCP only."""
+        host = boot_id()
+        if not self._ingester_settings.local_hop or host is None:
+            return
+        sock = self._new_router()
+        try:
+            hop = LocalHop()
+            sock.bind(hop.url)
+        except (OSError, zmq.ZMQError) as exc:
+            sock.close(linger=0)
+            self.log.warning("ingester %s: no local hop for workers on this host (%s)",
+                             self.state.name, exc)
+            return
+        self._local_hop, links.local = hop, sock
+        with self._state_lock:
+            self.state.local_url, self.state.host_id = hop.url, host
 
     def _router_hwm(self) -> int:
         cfg = self._ingester_settings
@@ -308,6 +289,8 @@ class Ingester(Service):
         router, links, commands = self._router, self._links, self._commands.socket
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        if links.local is not None:
+            poller.register(links.local, zmq.POLLIN)
         poller.register(commands, zmq.POLLIN)
         polled: dict[zmq.Socket[Any], UpstreamSource] = {}
         timeout = 0
@@ -316,8 +299,8 @@ class Ingester(Service):
             try:
                 self._sync_poller(poller, polled)
                 for sock, _event in poller.poll(timeout):
-                    if sock is router:
-                        links.receive_hellos(self._on_hello)
+                    if sock is router or sock is links.local:
+                        links.receive_hellos(self._on_hello, sock)
                     elif sock is commands:
                         self._run_commands()
                     elif sock in polled:
@@ -595,6 +578,10 @@ class Ingester(Service):
         self._upstreams.clear()
         if self._router is not None:
             self._router.close(linger=0)
+        if self._links is not None and self._links.local is not None:
+            self._links.local.close(linger=0)
+        if self._local_hop is not None:
+            self._local_hop.close()
         if self._curve is not None:
             self._curve.close()
         self._commands.close()

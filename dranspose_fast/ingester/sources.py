@@ -25,10 +25,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
 import zmq
+from pydantic import Field, model_validator
 
 from dranspose_fast.event import StreamData, make_stream_data
-from dranspose_fast.protocol import StreamName
+from dranspose_fast.protocol import StreamName, ZmqUrl
 from dranspose_fast.runtime.commands import CommandQueue
+from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
     "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
@@ -124,6 +126,56 @@ class Source(Protocol):
 
 
 # === Upstream sources (fast path) ===
+
+
+#: Default expected size of one upstream message (``UPSTREAM_FRAME_BYTES``): sized for large
+#: detector images, so the buffers stay bounded in bytes whatever the detector sends.
+DEFAULT_FRAME_BYTES: Final[int] = 1 << 20
+#: Default bytes ZeroMQ may buffer per socket and peer (``UPSTREAM_BUFFER_BYTES``).
+DEFAULT_BUFFER_BYTES: Final[int] = 256 << 20
+#: Bounds of a high-water mark derived from the two (in messages).
+MIN_HWM: Final[int] = 16
+MAX_HWM: Final[int] = 100_000
+
+
+def hwm_messages(buffer_bytes: int, frame_bytes: int) -> int:
+    """A ZeroMQ high-water mark (messages) that holds about ``buffer_bytes`` of such frames."""
+    return max(MIN_HWM, min(MAX_HWM, buffer_bytes // max(1, frame_bytes)))
+
+
+class UpstreamSettings(IngesterSettings):
+    """Settings of an ingester that reads ZeroMQ upstreams (``UPSTREAM_URL``, ``UPSTREAM_URLS``).
+
+    ``upstream_urls`` (JSON ``{stream: url}``) gives each stream its own upstream; streams not
+    listed use ``upstream_url``.  ``upstream_buffer_bytes`` / ``upstream_frame_bytes`` size the
+    receive high-water mark of each upstream socket and the send high-water mark towards each
+    worker: ZeroMQ buffers about that many bytes, then pushes back to the detector (nothing
+    is dropped).  Defaults: 256 MiB of 1 MiB frames = 256 messages.
+    """
+
+    upstream_url: ZmqUrl | None = None
+    upstream_urls: dict[StreamName, ZmqUrl] = {}
+    upstream_frame_bytes: int = Field(DEFAULT_FRAME_BYTES, gt=0)
+    upstream_buffer_bytes: int = Field(DEFAULT_BUFFER_BYTES, gt=0)
+
+    @property
+    def hwm(self) -> int:
+        """The high-water mark in messages these settings ask for."""
+        return hwm_messages(self.upstream_buffer_bytes, self.upstream_frame_bytes)
+
+    @model_validator(mode="after")
+    def _every_stream_has_a_url(self) -> UpstreamSettings:
+        missing = [s for s in self.ingester_streams
+                   if s not in self.upstream_urls and self.upstream_url is None]
+        if missing:
+            raise ValueError(f"streams {missing} have no upstream: set upstream_url "
+                             "(UPSTREAM_URL) or upstream_urls (UPSTREAM_URLS)")
+        return self
+
+    def url_of(self, stream: StreamName) -> str:
+        return str(self.upstream_urls.get(stream) or self.upstream_url)
+
+
 
 
 class UpstreamSource:

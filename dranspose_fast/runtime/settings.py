@@ -169,6 +169,9 @@ class DistributedSettings(CurveSettings):
     metrics_host: str = Field(
         "127.0.0.1", validation_alias=AliasChoices("dfast_metrics_host")
     )
+    #: ``DFAST_LOCAL_HOP``: workers on an ingester's host connect over ``ipc://``
+    #: (``runtime.local_hop``); off on either side keeps every hop on TCP.
+    local_hop: bool = Field(True, validation_alias=AliasChoices("dfast_local_hop"))
     #: The directory dumps (``dump_prefix``) must stay in; unset: the component's current
     #: directory.
     dump_root: Path | None = Field(None, validation_alias=AliasChoices("dfast_dump_root"))

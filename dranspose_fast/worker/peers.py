@@ -23,6 +23,7 @@ import zmq
 from dranspose_fast.protocol import IngesterState, ReducerState
 from dranspose_fast.runtime import dataplane
 from dranspose_fast.runtime.curve import ClientKeys, secure_client
+from dranspose_fast.runtime.local_hop import usable
 from dranspose_fast.runtime.redis_messages import CreditMessage, credit_encoder
 
 __all__ = ["CreditSender", "Dealer", "Peers"]
@@ -36,9 +37,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Dealer:
     name: str
+    #: The ingester's advertised URL, and the address this DEALER dialled: that URL, or the
+    #: ingester's local hop on the same host (``runtime.local_hop``).
     url: str
     service_uuid: uuid.UUID
     sock: zmq.Socket[Any]
+    via: str
 
 
 class Peers:
@@ -52,11 +56,14 @@ class Peers:
         service_uuid: uuid.UUID,
         poller: zmq.Poller,
         keys: ClientKeys | None = None,
+        local_hop: bool = True,
     ) -> None:
         self.ctx = ctx
         self.name = name
         #: CURVE keys of every data socket (``None``: plain; ``runtime.curve``).
         self.keys = keys
+        #: Whether an ingester on this host is dialled on its local hop (``DFAST_LOCAL_HOP``).
+        self.local_hop = local_hop
         self.hello = dataplane.encode_hello(service_uuid, name)
         self.poller = poller
         self.dealers: dict[str, Dealer] = {}
@@ -88,16 +95,19 @@ class Peers:
 
     def _open(self, st: IngesterState) -> None:
         sock = self.ctx.socket(zmq.DEALER)
-        secure_client(sock, self.keys)  # the hello names us; the ingester binds the name
+        local = self.local_hop and usable(st.local_url, st.host_id)
+        if not local:  # the kernel vouches for the local hop; every other one speaks CURVE
+            secure_client(sock, self.keys)  # the hello names us; the ingester binds the name
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)  # credits bound what is in flight
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        sock.connect(str(st.url))
-        dealer = Dealer(str(st.name), str(st.url), st.service_uuid, sock)
+        via = str(st.local_url) if local else str(st.url)
+        sock.connect(via)
+        dealer = Dealer(str(st.name), str(st.url), st.service_uuid, sock, via)
         self.dealers[dealer.name] = dealer
         self.poller.register(sock, zmq.POLLIN)
         self.ping(dealer)
-        logger.info("worker %s: connected to ingester %s at %s", self.name, st.name, st.url)
+        logger.info("worker %s: connected to ingester %s at %s", self.name, st.name, via)
 
     def _close(self, dealer: Dealer) -> None:
         self.poller.unregister(dealer.sock)

@@ -133,7 +133,7 @@ class Worker(Service):
         self._poller.register(self._commands.socket, zmq.POLLIN)
 
         self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller,
-                           client_keys(self.worker_settings))
+                           client_keys(self.worker_settings), self.worker_settings.local_hop)
         self.credits = CreditSender(self.redis, self.name)
         self._scan: ScanState | None = None
         self._last_host: WorkerHost | None = None
