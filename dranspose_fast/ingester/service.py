@@ -132,10 +132,10 @@ class Ingester(Service):
         self._curve_keys = server_keys(settings)
         self._curve: CurveServer | None = None
         self._local_hop: LocalHop | None = None
-        # CURVE encrypts in libzmq's I/O threads: a second one encrypts for a second worker
-        # while the first works (bench/README.md, "CURVE end to end")
-        io_threads = settings.ingester_io_threads or (2 if self._curve_keys is not None else 1)
-        self.zmq_context: zmq.Context[Any] = zmq.Context(io_threads=io_threads)
+        # two libzmq I/O threads: the upstream's frames come in on one while the workers'
+        # batches go out (and are encrypted) on the other (bench/README.md, "CURVE end to end")
+        self.zmq_context: zmq.Context[Any] = zmq.Context(
+            io_threads=settings.ingester_io_threads)
         #: For user ``run_source`` code (0.2's ``self.ctx``): sockets used in the source loop.
         self.ctx = zmq.asyncio.Context()
         self._commands: CommandQueue[Command] = CommandQueue(self.zmq_context, "ingester")

@@ -252,10 +252,9 @@ class IngesterSettings(DistributedSettings):
     #: loopback, else the ingester refuses to start (``bind_address``).
     ingester_bind: str | None = None
     #: ``DFAST_INGESTER_IO_THREADS``: libzmq I/O threads of the ingester (they receive the
-    #: upstream frames and send, with CURVE encrypt, the workers' batches); unset: 2 with
-    #: CURVE, 1 without.
-    ingester_io_threads: int | None = Field(
-        None, ge=1, le=64, validation_alias=AliasChoices("dfast_ingester_io_threads"))
+    #: upstream frames and send, with CURVE encrypt, the workers' batches).
+    ingester_io_threads: int = Field(
+        2, ge=1, le=64, validation_alias=AliasChoices("dfast_ingester_io_threads"))
 
     _bind = field_validator("ingester_bind", mode="before")(_check_bind)
 
