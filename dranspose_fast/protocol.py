@@ -124,7 +124,8 @@ class IngesterState(DistributedState):
     streams: list[StreamName] = []
     #: Where workers on the same host connect instead of ``url``: an ``ipc://`` socket in a
     #: directory only the ingester's user may enter (no CURVE needed on that hop), and the
-    #: host's boot id that says which host it is on (docs/security.md, "The local hop").
+    #: host's boot id and network namespace that say where it is (docs/security.md, "The
+    #: local hop").
     local_url: str | None = None
     host_id: str | None = None
 

@@ -63,7 +63,7 @@ def test_off_by_setting_and_only_on_the_same_host(harness: Harness) -> None:
                            dfast_local_hop=False)
     assert ing.state.local_url is None
     on = harness.ingester(ZmqPullSingleIngester, ["eiger2"], upstream_url=src.url)
-    assert not local_hop.usable(on.state.local_url, "another-host")
+    assert not local_hop.usable(on.state.local_url, "another-host:1")
     assert not local_hop.usable("ipc:///nonexistent/workers", local_hop.boot_id())
     assert not local_hop.usable(None, local_hop.boot_id())
 

@@ -33,9 +33,10 @@ from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
-    "DATA", "DONE", "END", "MALFORMED", "OUTSIDE", "RUNNING", "START", "WAIT_START",
+    "DATA", "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "DONE", "END", "MALFORMED",
+    "OUTSIDE", "RUNNING", "START", "WAIT_START",
     "Counters", "GeneratorSource", "IngesterCounters", "Source", "SourceOwner", "SourceRunner",
-    "UpstreamSource",
+    "UpstreamSettings", "UpstreamSource", "hwm_messages",
 ]
 
 #: Seconds to wait for user sources to start or stop before giving up (logged).

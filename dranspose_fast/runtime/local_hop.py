@@ -4,8 +4,9 @@ The ingester binds a second ROUTER on a Unix socket in a directory of its own (m
 by ``tempfile.mkdtemp``), so only its own user (and root) can connect: the kernel checks who
 connects, and that hop needs no CURVE, whose cipher costs 1.3 ms of CPU per MiB carried
 (bench/README.md, "CURVE end to end"). A worker uses the hop only when it is proven to share
-the ingester's host and file system: the same boot id (``/proc/sys/kernel/random/boot_id``)
-and the socket file reachable and writable for it. Pods on one node share the boot id but not
+the ingester's host, network namespace and file system: the same boot id
+(``/proc/sys/kernel/random/boot_id``) and network namespace, and the socket file reachable
+and writable for it. Pods on one node share the boot id but not
 the directory, so they keep TCP. ``DFAST_LOCAL_HOP=off`` turns it off on either side.
 """
 
@@ -19,14 +20,17 @@ from pathlib import Path
 __all__ = ["LocalHop", "boot_id", "usable"]
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_NET_NS = Path("/proc/self/ns/net")
 #: A Unix socket path longer than this does not fit ``sockaddr_un`` (Linux: 108 with the NUL).
 _MAX_PATH = 107
 
 
 def boot_id() -> str | None:
-    """This host's boot id (Linux), ``None`` where there is none."""
+    """This host and network namespace: the kernel's boot id and the namespace's inode
+    (Linux), ``None`` where there is none. Processes in other network namespaces of one
+    kernel are other hosts to the ensemble (tests/test_multihost.py runs them so)."""
     try:
-        return _BOOT_ID.read_text().strip() or None
+        return f"{_BOOT_ID.read_text().strip()}:{os.stat(_NET_NS).st_ino}"
     except OSError:
         return None
 
