@@ -2,11 +2,12 @@
 
 Threads, not asyncio (like every component): a binding loop reads the scan's credit and
 reduced streams (``XREAD BLOCK``) and publishes one assignment batch per bind; a housekeeping
-loop renews the lock, notices Redis restarts (``run_id``), removes workers whose config
-expired and sets parameter defaults. The REST API (``routes.py``) calls the public methods;
-deployments run ``uvicorn dranspose_fast.controller:app``.
-Per-scan bookkeeping (and the writing of a scan's dumps) lives in ``scan.py``; settings, the
-lock and the reading of component configs and parameter descriptions in ``ensemble.py``.
+loop notices Redis restarts (``run_id``), removes workers whose config expired and sets
+parameter defaults; a child process renews the lock (``lock.py``). The REST API
+(``routes.py``) calls the public methods; deployments run
+``uvicorn dranspose_fast.controller:app``.
+Per-scan bookkeeping (and the writing of a scan's dumps) lives in ``scan.py``; settings and the
+reading of component configs and parameter descriptions in ``ensemble.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pydantic import UUID4
 
 from dranspose_fast.controller.ensemble import (
     Configs,
-    ControllerLock,
     ControllerSettings,
     EnsembleState,
     RequestError,
@@ -34,6 +34,7 @@ from dranspose_fast.controller.ensemble import (
     read_descriptions,
     read_logs,
 )
+from dranspose_fast.controller.lock import ControllerLock
 from dranspose_fast.controller.scan import (
     LOST_WITH_WORKERS,
     LossLog,
@@ -117,7 +118,7 @@ class Controller(Lifecycle):
         self._redis_down = False
         #: Set when another controller took the lock: this one stopped serving.
         self.lock_lost = False
-        #: Called (from the lock thread) when the lock is lost; the server stops the process.
+        #: Called (the lock keeper's reader thread) when the lock is lost; the server then stops.
         self.on_lock_lost: Callable[[], None] | None = None
         self._stall = StallWatch(self.settings.stall_timeout)
         self.started = False
@@ -140,8 +141,8 @@ class Controller(Lifecycle):
             self._log_handler = RedisLogHandler(self.redis, "controller")
             logging.getLogger("dranspose_fast.controller").addHandler(self._log_handler)
         self.started = True
-        loops = ((self._bind_loop, "bind"), (self._housekeeping, "housekeeping"),
-                 (lambda: self.lock.keep(self.stop_event, self._lock_lost), "lock"))
+        self.lock.keep(self._lock_lost)  # a process of its own (controller/lock.py)
+        loops = ((self._bind_loop, "bind"), (self._housekeeping, "housekeeping"))
         for target, name in loops:
             thread = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
             thread.start()
@@ -154,6 +155,7 @@ class Controller(Lifecycle):
         if not self.begin_close():
             return
         self._wake.set()
+        self.lock.stop_keeping()
         for thread in self._threads:
             thread.join(timeout=5)
         if self._log_handler is not None:

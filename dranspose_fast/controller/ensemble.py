@@ -1,16 +1,14 @@
-"""The controller's view of Redis: settings, errors, the lock and the ensemble of components.
+"""The controller's view of Redis: settings, errors and the ensemble of components.
 
 Everything here is per request or per period (never per event): reading ``dfast:config:*``
-into an ``EnsembleState``, the single-controller lock, typed views of redis-py answers.
+into an ``EnsembleState``, typed views of redis-py answers (the lock: ``lock.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,7 +29,7 @@ from dranspose_fast.protocol import (
     WorkParameter,
 )
 from dranspose_fast.runtime.redis_messages import Keys
-from dranspose_fast.runtime.settings import DistributedSettings, redact_url
+from dranspose_fast.runtime.settings import DistributedSettings
 
 logger = logging.getLogger("dranspose_fast.controller")
 
@@ -146,78 +144,6 @@ def as_entries(answer: object) -> Entries:
 def as_streams(answer: object) -> Streams:
     # RESP2 answer of XREAD: [[key, [(id, {field: value})]]]
     return cast(Streams, answer or [])
-
-
-class ControllerLock:
-    """``SET dfast:controller:lock <uuid> NX PX``, renewed only while it is ours."""
-
-    _RENEW = (
-        "local v = redis.call('GET', KEYS[1]) "
-        "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
-        "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end "
-        "return 0"
-    )
-    _RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                "return redis.call('DEL', KEYS[1]) end return 0")
-
-    def __init__(self, client: redis.Redis, owner: str, settings: ControllerSettings) -> None:
-        self.redis = client
-        self.owner = owner
-        self.settings = settings
-        self.lost = 0
-
-    def acquire(self, stop: threading.Event) -> None:
-        """Take the lock, retrying every ``lock_retry`` up to ``lock_timeout`` seconds.
-
-        Raises
-        ------
-        ControllerLockError
-            naming the holder, when the lock stays taken.
-        """
-        ttl = int(self.settings.lock_ttl * 1000)
-        deadline = time.monotonic() + self.settings.lock_timeout
-        while not self.redis.set(Keys.LOCK, self.owner, nx=True, px=ttl):
-            holder = as_text(self.redis.get(Keys.LOCK))
-            if time.monotonic() >= deadline or stop.is_set():
-                raise ControllerLockError(
-                    f"another controller ({holder or 'gone'}) holds "
-                    f"{Keys.LOCK} on {redact_url(str(self.settings.redis_dsn))}; gave up after "
-                    f"{self.settings.lock_timeout:g} s")
-            logger.warning("another controller holds %s; retrying in %g s", Keys.LOCK,
-                           self.settings.lock_retry)
-            time.sleep(min(self.settings.lock_retry, max(0.0, deadline - time.monotonic())))
-
-    def renew(self) -> bool:
-        """Extend the lock; take it again if it vanished (Redis restarted). False: another
-        controller holds it now (ours expired)."""
-        res = self.redis.eval(self._RENEW, 1, Keys.LOCK, self.owner,
-                              int(self.settings.lock_ttl * 1000))
-        if res == 2:
-            logger.warning("the controller lock had vanished; taken again")
-        elif res == 0:
-            self.lost += 1
-            holder = as_text(self.redis.get(Keys.LOCK))
-            logger.critical("the controller lock is held by another controller (%s): this one "
-                            "stops serving", holder)
-            return False
-        return True
-
-    def keep(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
-        """Renew every ``lock_ttl / 3`` until ``stop``; call ``on_lost`` once if it is lost.
-
-        Runs in a thread of its own that takes none of the controller's locks, so a long
-        request (a large map being bound) cannot delay it past the TTL.
-        """
-        while not stop.wait(self.settings.lock_ttl / 3):
-            try:
-                if not self.renew():
-                    on_lost()
-                    return
-            except redis.RedisError as exc:
-                logger.warning("could not renew the controller lock: %s", exc)
-
-    def release(self) -> None:
-        self.redis.eval(self._RELEASE, 1, Keys.LOCK, self.owner)
 
 
 def read_configs(client: redis.Redis, parameters: dict[ParameterName, WorkParameter],

@@ -1,0 +1,110 @@
+"""The controller lock is renewed by a keeper process (``controller/lock.py``): a call that holds
+the GIL for longer than the TTL does not let a second controller in, and a killed controller's
+lock expires within one TTL (its keeper sees the pipe close)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from dranspose_fast.controller import Controller, ControllerSettings
+from dranspose_fast.runtime.redis_messages import Keys
+from tests.conftest import wait_for
+from tests.controller_sim import ctrl, settings, settings_for  # noqa: F401 (fixtures)
+from tests.ensemble import Ensemble
+
+#: A rival that tries to take the lock every 20 ms for argv[2] seconds; prints how often it
+#: succeeded (a controller that starts while the lock has lapsed does exactly this).
+RIVAL = """
+import sys, time, redis
+r = redis.Redis.from_url(sys.argv[1])
+print("ready", flush=True)
+took, end = 0, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    took += bool(r.set("dfast:controller:lock", b"rival", nx=True, px=2000))
+    time.sleep(0.02)
+print(took, flush=True)
+"""
+
+
+def hold_the_gil(seconds: float) -> None:
+    """One C call that keeps the GIL (``PyDLL`` does not release it), like ``json.loads`` of a
+    huge map: no other thread of this process runs meanwhile."""
+    ctypes.PyDLL(None).usleep(int(seconds * 1e6))
+
+
+def test_the_lock_holds_while_one_call_keeps_the_gil_past_its_ttl(
+        ctrl: Controller, redis_url: str) -> None:
+    rival = subprocess.Popen([sys.executable, "-c", RIVAL, redis_url, "3.5"],
+                             stdout=subprocess.PIPE, text=True)
+    assert rival.stdout is not None
+    assert rival.stdout.readline().strip() == "ready"
+    hold_the_gil(3.0)  # lock_ttl is 2 s: a renewing thread of this process could not run
+    took = int(rival.stdout.readline())
+    rival.wait(10)
+    assert took == 0
+    assert redis.Redis.from_url(redis_url).get(Keys.LOCK) == str(ctrl.uuid).encode()
+    assert not ctrl.lock_lost
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes, whichever thread started them (``/proc`` lists them per thread)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += map(int, (task / "children").read_text().split())
+        except FileNotFoundError:
+            pass  # the thread ended meanwhile
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in "ZX"
+
+
+def test_a_killed_controllers_lock_expires_and_a_new_one_takes_over(
+        redis_url: str, tmp_path: Path) -> None:
+    ens = Ensemble(redis_url, tmp_path)
+    ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_LOCK_RETRY": "0.1"})
+    ens.controller()
+    r = redis.Redis.from_url(redis_url)
+    proc = ens.procs["controller"]
+    wait_for(lambda: r.get(Keys.LOCK) is not None, what="the controller's lock")
+    wait_for(lambda: _children(proc.pid), what="the keeper process")
+    [keeper] = _children(proc.pid)
+    owner = r.get(Keys.LOCK)
+    time.sleep(1.5)  # past one TTL: the keeper renews it
+    assert r.get(Keys.LOCK) == owner
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    killed = time.monotonic()
+    wait_for(lambda: _gone(keeper), timeout=2, what="the keeper to exit with its controller")
+    wait_for(lambda: r.get(Keys.LOCK) is None, timeout=3, what="the lock to expire")
+    assert time.monotonic() - killed < 2.5  # one TTL (1 s) and the polling
+    ens.procs.pop("controller")
+    second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0))
+    second.start()
+    try:
+        assert r.get(Keys.LOCK) == str(second.uuid).encode()
+    finally:
+        second.close()
+
+
+def test_close_stops_the_keeper(settings: ControllerSettings) -> None:
+    c = Controller(settings)
+    c.start()
+    pid = c.lock.keeper_pid
+    assert pid is not None and not _gone(pid)
+    c.close()
+    assert _gone(pid)
