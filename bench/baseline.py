@@ -14,6 +14,7 @@ import ctypes
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,10 +157,11 @@ def _relay(front: str, back: str) -> None:
         pass
 
 
-def _sink(url: str, n: int, done: Any, ready: Any, latency_file: str | None) -> None:
+def _sink(urls: list[str], n: int, done: Any, ready: Any, latency_file: str | None) -> None:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
-    pull.connect(url)
+    for url in urls:  # one relay per stream, fair-queued here as a worker's DEALER does
+        pull.connect(url)
     ready.set()
     latency: list[float] = []
     for _ in range(n):
@@ -174,35 +176,64 @@ def _sink(url: str, n: int, done: Any, ready: Any, latency_file: str | None) -> 
         np.save(latency_file, np.asarray(latency))
 
 
+def send_streams(senders: list[Sender], sockets: list[zmq.Socket[Any]]) -> None:
+    """Each stream's series from its own thread, as separate detectors send (one: inline)."""
+    if len(senders) == 1:
+        senders[0](sockets[0])
+        return
+    threads = [threading.Thread(target=send, args=(sock,), name=f"source{k}")
+               for k, (send, sock) in enumerate(zip(senders, sockets, strict=True))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def raw_relay(frames: int, shape: tuple[int, int], paced: PacedSender | None = None,
-              tmp: Path | None = None) -> dict[str, Any]:
+              tmp: Path | None = None, streams: int = 1) -> dict[str, Any]:
+    """``streams`` series, each through its own relay process, all into one sink."""
     spawn = multiprocessing.get_context("spawn")
-    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    relay = spawn.Process(target=_relay, args=(front, back), daemon=True)
-    relay.start()
+    ends = [(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+            for _ in range(streams)]
+    relays = [spawn.Process(target=_relay, args=end, daemon=True) for end in ends]
+    for relay in relays:
+        relay.start()
     done, ready = spawn.Value("d", 0.0), spawn.Event()
     latency_file = str(tmp / "raw_latency.npy") if paced is not None and tmp else None
-    sink = spawn.Process(target=_sink, args=(back, frames + 2, done, ready, latency_file),
-                         daemon=True)
+    sink = spawn.Process(target=_sink, args=([back for _, back in ends],
+                                             streams * (frames + 2), done, ready,
+                                             latency_file), daemon=True)
     sink.start()
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(front)
-    source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
-    send = paced or burst_sender(source, frames)
+    pushes = []
+    for front, _ in ends:
+        pushes.append(ctx.socket(zmq.PUSH))
+        pushes[-1].connect(front)
+    sources = [StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
+               for _ in range(streams)]
+    if paced is not None and streams != 1:
+        raise ValueError("latency mode runs one stream")
+    senders = [paced] if paced is not None else [burst_sender(s, frames) for s in sources]
     # Spawned processes take a while to import under load: wait for the sink's connect,
     # then give the TCP handshakes time, so no frame waits for a connection.
     ready.wait(60)
     time.sleep(0.5)
     t0 = time.perf_counter()
-    send(push)
+    send_streams(senders, pushes)
     sink.join(120)
     seconds = done.value - t0
-    out: dict[str, Any] = {"seconds": seconds, "cpu_relay": cpu_seconds(relay.pid or 0),
-                           "cpu_relay_threads": thread_cpu_seconds(relay.pid or 0)}
-    relay.kill()
-    push.close(0)
-    source.close()
+    cpu_relay = [cpu_seconds(relay.pid or 0) for relay in relays]
+    threads = [thread_cpu_seconds(relay.pid or 0) for relay in relays]
+    out: dict[str, Any] = {
+        "seconds": seconds, "cpu_relay": sum(cpu_relay),
+        "cpu_relay_threads": {k: round(sum(t.get(k, 0.0) for t in threads), 2)
+                              for k in threads[0]}}
+    for relay in relays:
+        relay.kill()
+    for push in pushes:
+        push.close(0)
+    for source in sources:
+        source.close()
     ctx.term()
     if paced is not None and latency_file is not None:
         out["samples"] = np.load(latency_file)

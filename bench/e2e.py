@@ -67,6 +67,7 @@ from bench.baseline import (  # noqa: E402
     fine_timer_slack,
     latency_stats,
     raw_relay,
+    send_streams,
     thread_cpu_seconds,
 )
 from bench.latency_classes import LATENCY_FILE_ENV  # noqa: E402
@@ -206,7 +207,14 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
     if getattr(cfg, "metrics", False):
         ens.metrics_urls = {}
     scraper: MetricsScraper | None = None
-    source = StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
+    nstreams = getattr(cfg, "ingesters", 1)
+    if paced is not None and nstreams != 1:
+        raise SystemExit("latency mode runs one stream (--ingesters 1)")
+    # one stream per ingester, each from its own source: "eiger", "eiger2", ...
+    streams = ["eiger", *(f"eiger{k + 1}" for k in range(1, nstreams))]
+    sources = [StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
+               for _ in streams]
+    source = sources[0]
     latency_file = tmp / "latency.npz"
     ens.env[LATENCY_FILE_ENV] = str(latency_file)
     done_file = tmp / "done.txt"
@@ -217,23 +225,23 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         if paced is not None else PAYLOADS[cfg.payload])
     names = [f"w{i}" for i in range(workers)]
     if cfg.order == "bench":  # the order tests/ensemble.py's start() and this bench used
-        steps = ["controller", "reducer", *names, "ingester"]
-    else:  # README.md's "Live" section: controller, ingester, worker(s), reducer
-        steps = ["controller", "ingester", *names, "reducer"]
+        steps = ["controller", "reducer", *names, *streams]
+    else:  # README.md's "Live" section: controller, ingester(s), worker(s), reducer
+        steps = ["controller", *streams, *names, "reducer"]
     try:
         for step in steps:
             if step == "controller":
                 ens.controller()
             elif step == "reducer":
                 ens.reducer(reducer_cls)
-            elif step == "ingester":
-                ens.ingester("eiger", source.url)
+            elif step in streams:
+                ens.ingester(step, sources[streams.index(step)].url)
             else:
                 ens.worker(step, worker_cls)
-        ens.wait_ready(["eiger"], names, timeout=60)
+        ens.wait_ready(streams, names, timeout=60)
         span = 10 if mapping == "batched" else 1
         cells = [[vw(i // span)] for i in range(frames)]
-        ens.sequence({"parts": {"main": {"eiger": cells}}, "sequence": ["main"]})
+        ens.sequence({"parts": {"main": dict.fromkeys(streams, cells)}, "sequence": ["main"]})
         if cfg.settle:
             time.sleep(cfg.settle)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
@@ -247,8 +255,9 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         t0, wall0 = time.perf_counter(), time.time()
         if paced is not None:
             paced(source.socket)
-        else:  # the very sender the raw relay gets: the same source work in both runs
-            burst_sender(source, frames)(source.socket)
+        else:  # the very senders the raw relay gets: the same source work in both runs
+            send_streams([burst_sender(s, frames) for s in sources],
+                         [s.socket for s in sources])
         # The bench's own polling runs on the same 2 cores as the pipeline: one kept client
         # (default) or ``httpx.get`` per poll (``--poll-client new``, what
         # ``tests.ensemble.Ensemble.get`` does, a new client each time). ``cpu["bench_wait"]``
@@ -315,7 +324,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
     finally:
         if scraper is not None:
             scraper.stop()
-        source.close()
+        for each in sources:
+            each.close()
         # Each component on its own: one that does not stop on SIGTERM (killed, reported)
         # neither hides the error that ended the run nor leaves the others running.
         for name in reversed(list(ens.procs)):
@@ -334,7 +344,7 @@ def _one_run(args: argparse.Namespace, shape: tuple[int, int], label: str,
     """The relay, then the pipeline, back to back: one same-run pair."""
     events = args.frames + 2
     for attempt in range(3):
-        base = raw_relay(args.frames, shape)
+        base = raw_relay(args.frames, shape, streams=args.ingesters)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 ours = pipeline(args.frames, shape, args.workers, args.map, Path(tmp),
@@ -367,12 +377,13 @@ def _summary(args: argparse.Namespace, shape: tuple[int, int],
     rates = [events / r["ours"]["seconds"] for r in runs]
     return {
         "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
-        "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
+        "ingesters": args.ingesters, "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
                                                  "end", "poll", "poll_client", "settle",
                                                  "metrics", "curve", "set")},
         "events_per_s": events / ours_s, "events_per_s_range": [min(rates), max(rates)],
-        "GB_per_s": args.frames * nbytes / ours_s / 1e9,
-        "raw_frames_per_s": events / base_s, "raw_GB_per_s": args.frames * nbytes / base_s / 1e9,
+        "GB_per_s": args.ingesters * args.frames * nbytes / ours_s / 1e9,
+        "raw_frames_per_s": events / base_s,
+        "raw_GB_per_s": args.ingesters * args.frames * nbytes / base_s / 1e9,
         "ratio_to_raw": base_s / ours_s, "ratio_median": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)], "runs": runs,
     }
@@ -449,6 +460,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--shape", type=int, nargs=2, default=(64, 64))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ingesters", type=int, default=1,
+                        help="streams, each from its own source through its own ingester "
+                             "(the relay: one relay process per stream into one sink)")
     parser.add_argument("--map", choices=["uniform", "batched"], default="uniform")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency", type=float, default=None, metavar="RATE",
