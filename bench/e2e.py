@@ -377,7 +377,8 @@ def _summary(args: argparse.Namespace, shape: tuple[int, int],
     rates = [events / r["ours"]["seconds"] for r in runs]
     return {
         "frames": args.frames, "shape": shape, "workers": args.workers, "map": args.map,
-        "ingesters": args.ingesters, "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
+        "ingesters": args.ingesters,
+        "config": {k: getattr(args, k) for k in ("payload", "fast_timings", "order", "launch",
                                                  "end", "poll", "poll_client", "settle",
                                                  "metrics", "curve", "set")},
         "events_per_s": events / ours_s, "events_per_s_range": [min(rates), max(rates)],
