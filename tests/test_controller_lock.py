@@ -1,6 +1,7 @@
 """The controller lock is renewed by a keeper process (``controller/lock.py``): a call that holds
 the GIL for longer than the TTL does not let a second controller in, and a killed controller's
-lock expires within one TTL (its keeper sees the pipe close)."""
+lock expires within one TTL (its keeper sees the pipe close); the next controller takes over
+what the dead one left in Redis (``controller/takeover.py``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from pathlib import Path
 import redis
 
 from dranspose_fast.controller import Controller, ControllerSettings
+from dranspose_fast.mapping import MappingSequence
 from dranspose_fast.runtime.redis_messages import Keys
 from tests.conftest import wait_for
-from tests.controller_sim import ctrl, settings, settings_for  # noqa: F401 (fixtures)
+from tests.controller_sim import (  # noqa: F401 (fixtures)
+    ctrl,
+    drive,
+    finish_all,
+    settings,
+    settings_for,
+    started_sim,
+)
 from tests.ensemble import Ensemble
 
 #: A rival that tries to take the lock every 20 ms for argv[2] seconds; prints how often it
@@ -108,3 +117,47 @@ def test_close_stops_the_keeper(settings: ControllerSettings) -> None:
     assert pid is not None and not _gone(pid)
     c.close()
     assert _gone(pid)
+
+
+def test_a_new_controller_takes_over_parameters_and_ends_the_orphaned_scan(
+        redis_url: str, tmp_path: Path) -> None:
+    """kill -9 of the controller mid-scan: the next one adopts the parameters and ends the
+    scan with a true reason, so the components finish it and the next scan starts cleanly."""
+    sim = started_sim(redis_url, "ing-a", ["a"])
+    ens = Ensemble(redis_url, tmp_path)
+    ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_CONFIG_TTL": "2"})
+    try:
+        ens.controller()
+        ens.wait("the controller's API", lambda: ens.get("/api/v1/config").status_code == 200)
+        assert ens.post("/api/v1/parameter/gain", content=b"7").status_code == 200
+        ens.wait("both workers", lambda: len(ens.get("/api/v1/config").json()["workers"]) == 2)
+        cells = [[{"constraint": i}] for i in range(100)]
+        uid = ens.sequence({"parts": {"main": {"a": cells}}, "sequence": ["main"]})
+        sim.credit(uid, "w0", 10)
+        sim.credit(uid, "w1", 10)
+        wait_for(lambda: len(sim.events(uid, ["a"])) >= 10, what="events bound")
+        os.kill(ens.procs.pop("controller").pid, signal.SIGKILL)
+
+        second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0, dfast_lock_timeout=5.0))
+        second.start()  # waits for the dead controller's lock to expire
+        try:
+            last = sim.updates()[-1]
+            assert str(last.mapping_uuid) == uid and last.finished
+            assert last.reason == "controller restarted"
+            assert second.get_param("gain") == b"7"
+            assert last.parameters_version == {
+                n: p.uuid for n, p in second.parameters.items()}
+            assert not sim.r.exists(Keys.assigned(uid))
+            assert second.counters["scans_ended_by_restart"] == 1
+            new = second.set_sequence(MappingSequence.from_uniform(["a"], 4))
+            sim.credit(new, "w0", 2)
+            sim.credit(new, "w1", 2)
+            drive(sim, new, ["a"], 6)  # the 4 events and the start and end broadcasts
+            finish_all(sim, second, new, ["a"])
+            wait_for(lambda: second.progress().finished, what="the next scan to finish")
+        finally:
+            second.close()
+    finally:
+        for name in list(ens.procs):
+            ens.stop(name)
+        sim.stop()

@@ -31,10 +31,10 @@ from dranspose_fast.controller.ensemble import (
     Streams,
     as_streams,
     read_configs,
-    read_descriptions,
     read_logs,
 )
 from dranspose_fast.controller.lock import ControllerLock
+from dranspose_fast.controller.parameters import DUMP_PREFIX, ParameterStore
 from dranspose_fast.controller.scan import (
     LOST_WITH_WORKERS,
     LossLog,
@@ -45,6 +45,7 @@ from dranspose_fast.controller.scan import (
     dump_scan,
     loss_totals,
 )
+from dranspose_fast.controller.takeover import RESTART_REASON, Takeover, read_takeover
 from dranspose_fast.controller.watch import (
     StallWatch,
     end_for_reducer_restart,
@@ -57,8 +58,7 @@ from dranspose_fast.controller.watch import (
 from dranspose_fast.errors import MapError
 from dranspose_fast.helpers.utils import parameters_hash
 from dranspose_fast.mapping import MappingSequence
-from dranspose_fast.parameters import ParameterBase, ParameterType, StrParameter, value_problem
-from dranspose_fast.protocol import HashDigest, ParameterName, WorkParameter
+from dranspose_fast.protocol import ParameterName, WorkParameter
 from dranspose_fast.runtime.redis_messages import (
     ControllerUpdate,
     Keys,
@@ -71,15 +71,12 @@ __all__ = ["Controller"]
 
 logger = logging.getLogger(__name__)
 
-DUMP_PREFIX = ParameterName("dump_prefix")
-#: Old parameter value keys live on this long, for components still fetching them.
-OLD_VALUE_TTL = 60
 
 
 # === the controller ===
 
 
-class Controller(Lifecycle):
+class Controller(ParameterStore, Lifecycle):
     """The single controller of a Redis: lock, scans, binding loop, parameters, dumps.
 
     Parameters
@@ -102,6 +99,7 @@ class Controller(Lifecycle):
         self.counters: dict[str, int] = {
             "invalid_configs": 0, "invalid_descriptions": 0, "dump_errors": 0,
             "redis_errors": 0, "redis_restarts": 0, "workers_lost": 0, LOST_WITH_WORKERS: 0,
+            "scans_ended_by_restart": 0,
         }
         self._losses = LossLog(logger)
         self._lock = threading.RLock()  # scan and parameter state
@@ -136,6 +134,7 @@ class Controller(Lifecycle):
         """
         self.lock.acquire(self.stop_event)
         self._run_id = self._redis_run_id()
+        self._take_over(read_takeover(self.redis))
         if not any(isinstance(h, RedisLogHandler) for h in logging.getLogger().handlers):
             # the CLI may already send every record to redis; never twice
             self._log_handler = RedisLogHandler(self.redis, "controller")
@@ -184,6 +183,26 @@ class Controller(Lifecycle):
         if self.on_lock_lost is not None:
             self.on_lock_lost()
 
+    def _take_over(self, found: Takeover) -> None:
+        """Adopt the previous controller's parameters; end a scan it left running."""
+        with self._lock:
+            if found.parameters:
+                self.parameters = dict(found.parameters)
+                self.parameters_hash = parameters_hash(self.parameters)
+                logger.info("took over parameters %s", sorted(self.parameters))
+            if not found.orphaned_scan:
+                return
+            ended = found.ended_update()
+            self.redis.xadd(Keys.UPDATES, {"d": ended.model_dump_json()}, maxlen=100,
+                            approximate=True)
+            uid = ended.mapping_uuid
+            self.redis.delete(Keys.assigned(uid), Keys.credits(uid), Keys.reduced(uid),
+                              Keys.clock(uid))
+            self.counters["scans_ended_by_restart"] += 1
+            logger.error("scan %s was running when the previous controller stopped: ended "
+                         "with reason %r (a new controller does not resume a scan yet)", uid,
+                         RESTART_REASON)
+
     def _redis_run_id(self) -> str:
         return str(self.redis.info("server").get("run_id"))
 
@@ -209,13 +228,6 @@ class Controller(Lifecycle):
             self._publish_update()
         with self._cfg_lock:
             self._cfg = None
-
-    def _rewrite_parameters(self) -> None:
-        if self.parameters:
-            pipe = self.redis.pipeline()
-            for name, param in self.parameters.items():
-                pipe.set(Keys.parameter(name, str(param.uuid)), param.data)
-            pipe.execute()
 
     def _redis_trouble(self, exc: Exception) -> None:
         self.counters["redis_errors"] += 1
@@ -519,61 +531,6 @@ class Controller(Lifecycle):
                 self._redis_trouble(exc)
             except Exception:
                 logger.exception("controller housekeeping failed")
-
-    # === parameters ===
-
-    def set_param(self, name: ParameterName, data: bytes) -> HashDigest:
-        """Store a new version of parameter ``name``; returns the new parameters hash.
-
-        Raises
-        ------
-        RequestError
-            400 if a component describes ``name`` and ``data`` is no value of its type, or
-            ``dump_prefix`` names a place outside the dump root (``DFAST_DUMP_ROOT``).
-        """
-        for desc in self.describe_parameters():
-            problem = value_problem(desc, data) if desc.name == name else None
-            if problem:
-                raise RequestError(400, f"parameter {name!r} ({desc.dtype}) {problem}")
-        if name == DUMP_PREFIX and data:
-            # a file name after the prefix, as the dumps append one (docs/security.md)
-            problem = self.settings.dump_path_problem(data.decode("utf8") + "mapping.json")
-            if problem:
-                raise RequestError(400, f"parameter {name!r}: {problem}")
-        param = WorkParameter(name=name, data=data)
-        with self._lock:
-            self.redis.set(Keys.parameter(name, str(param.uuid)), data)
-            old = self.parameters.get(name)
-            if old is not None:
-                self.redis.expire(Keys.parameter(name, str(old.uuid)), OLD_VALUE_TTL)
-            self.parameters[name] = param
-            self.parameters_hash = parameters_hash(self.parameters)
-            self._publish_update()
-            logger.info("parameter %s set (%d bytes); hash %s", name, len(data),
-                        self.parameters_hash[:12])
-            return self.parameters_hash
-
-    def get_param(self, name: str) -> bytes | None:
-        with self._lock:
-            param = self.parameters.get(ParameterName(name))
-            return None if param is None else param.data
-
-    def describe_parameters(self) -> list[ParameterType]:
-        """Every registered description plus the synthetic ``dump_prefix``, sorted by name."""
-        found, invalid = read_descriptions(self.redis, self._bad_keys)
-        self.counters["invalid_descriptions"] = invalid  # a gauge, like invalid_configs
-        found.setdefault(DUMP_PREFIX, StrParameter(name=DUMP_PREFIX,
-                                                   description="Prefix to dump ingester values"))
-        return [found[n] for n in sorted(found)]
-
-    def _apply_defaults(self) -> None:
-        for desc in self.describe_parameters():
-            if desc.name == DUMP_PREFIX or desc.name in self.parameters:
-                continue
-            base: ParameterBase = desc
-            data = type(base).to_bytes(desc.default)
-            logger.info("parameter %s set to its default %r", desc.name, desc.default)
-            self.set_param(desc.name, data)
 
     # === dumps ===
 
