@@ -192,6 +192,8 @@ def send_streams(senders: list[Sender], sockets: list[zmq.Socket[Any]]) -> None:
 def raw_relay(frames: int, shape: tuple[int, int], paced: PacedSender | None = None,
               tmp: Path | None = None, streams: int = 1) -> dict[str, Any]:
     """``streams`` series, each through its own relay process, all into one sink."""
+    if paced is not None and streams != 1:
+        raise ValueError("latency mode runs one stream")
     spawn = multiprocessing.get_context("spawn")
     ends = [(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
             for _ in range(streams)]
@@ -211,8 +213,6 @@ def raw_relay(frames: int, shape: tuple[int, int], paced: PacedSender | None = N
         pushes[-1].connect(front)
     sources = [StinsSource(f"tcp://127.0.0.1:{free_port()}", shape=shape, n=frames)
                for _ in range(streams)]
-    if paced is not None and streams != 1:
-        raise ValueError("latency mode runs one stream")
     senders = [paced] if paced is not None else [burst_sender(s, frames) for s in sources]
     # Spawned processes take a while to import under load: wait for the sink's connect,
     # then give the TCP handshakes time, so no frame waits for a connection.

@@ -72,7 +72,6 @@ __all__ = ["Controller"]
 logger = logging.getLogger(__name__)
 
 
-
 # === the controller ===
 
 
@@ -196,8 +195,7 @@ class Controller(ParameterStore, Lifecycle):
             self.redis.xadd(Keys.UPDATES, {"d": ended.model_dump_json()}, maxlen=100,
                             approximate=True)
             uid = ended.mapping_uuid
-            self.redis.delete(Keys.assigned(uid), Keys.credits(uid), Keys.reduced(uid),
-                              Keys.clock(uid))
+            self.redis.delete(*Keys.of_scan(uid))
             self.counters["scans_ended_by_restart"] += 1
             logger.error("scan %s was running when the previous controller stopped: ended "
                          "with reason %r (a new controller does not resume a scan yet)", uid,
@@ -305,8 +303,7 @@ class Controller(ParameterStore, Lifecycle):
                     logger.warning("scan %s aborted by a new mapping", old.uuid)
                 self._publish_update()
             if old is not None:
-                self.redis.delete(Keys.assigned(old.uuid), Keys.credits(old.uuid),
-                                  Keys.reduced(old.uuid), Keys.clock(old.uuid))
+                self.redis.delete(*Keys.of_scan(old.uuid))
             self._wake.set()
             logger.info("new mapping %s: %s events, streams %s", scan.uuid,
                         seq.total_events if seq.closed else "open", list(seq.streams))

@@ -65,6 +65,12 @@ class Keys:
     def clock(mapping_uuid: object) -> str:
         return f"dfast:clock:{mapping_uuid}"
 
+    @staticmethod
+    def of_scan(mapping_uuid: object) -> tuple[str, ...]:
+        """Every key a scan leaves behind (deleted when it is replaced or taken over)."""
+        return (Keys.assigned(mapping_uuid), Keys.credits(mapping_uuid),
+                Keys.reduced(mapping_uuid), Keys.clock(mapping_uuid))
+
 
 class ControllerUpdate(BaseModel):
     """An entry of ``dfast:updates``: the current scan and parameter versions."""
