@@ -86,28 +86,32 @@ def test_a_killed_controllers_lock_expires_and_a_new_one_takes_over(
         redis_url: str, tmp_path: Path) -> None:
     ens = Ensemble(redis_url, tmp_path)
     ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_LOCK_RETRY": "0.1"})
-    ens.controller()
-    r = redis.Redis.from_url(redis_url)
-    proc = ens.procs["controller"]
-    wait_for(lambda: r.get(Keys.LOCK) is not None, what="the controller's lock")
-    wait_for(lambda: _children(proc.pid), what="the keeper process")
-    [keeper] = _children(proc.pid)
-    owner = r.get(Keys.LOCK)
-    time.sleep(1.5)  # past one TTL: the keeper renews it
-    assert r.get(Keys.LOCK) == owner
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(5)
-    killed = time.monotonic()
-    wait_for(lambda: _gone(keeper), timeout=2, what="the keeper to exit with its controller")
-    wait_for(lambda: r.get(Keys.LOCK) is None, timeout=3, what="the lock to expire")
-    assert time.monotonic() - killed < 2.5  # one TTL (1 s) and the polling
-    ens.procs.pop("controller")
-    second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0))
-    second.start()
     try:
-        assert r.get(Keys.LOCK) == str(second.uuid).encode()
+        ens.controller()
+        r = redis.Redis.from_url(redis_url)
+        proc = ens.procs["controller"]
+        wait_for(lambda: r.get(Keys.LOCK) is not None, what="the controller's lock")
+        wait_for(lambda: _children(proc.pid), what="the keeper process")
+        [keeper] = _children(proc.pid)
+        owner = r.get(Keys.LOCK)
+        time.sleep(1.5)  # past one TTL: the keeper renews it
+        assert r.get(Keys.LOCK) == owner
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        killed = time.monotonic()
+        wait_for(lambda: _gone(keeper), timeout=2, what="the keeper to exit with its controller")
+        wait_for(lambda: r.get(Keys.LOCK) is None, timeout=3, what="the lock to expire")
+        assert time.monotonic() - killed < 2.5  # one TTL (1 s) and the polling
+        ens.procs.pop("controller")
+        second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0))
+        second.start()
+        try:
+            assert r.get(Keys.LOCK) == str(second.uuid).encode()
+        finally:
+            second.close()
     finally:
-        second.close()
+        for name in list(ens.procs):  # a failed check leaves no controller behind
+            ens.stop(name)
 
 
 def test_close_stops_the_keeper(settings: ControllerSettings) -> None:
