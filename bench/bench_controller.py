@@ -91,6 +91,8 @@ def _workers(r: redis.Redis, uid: uuid.UUID, total: int, window: int) -> None:
         for _key, items in r.xread({Keys.assigned(uid): last}, block=1000) or []:
             for entry_id, fields in items:
                 last = entry_id
+                if b"b" not in fields:
+                    continue  # a control entry (Joined, Release)
                 b = AssignmentBatch.decode(fields)
                 seen += b.count
                 rows = np.bitwise_or.reduce(b.masks, axis=1)

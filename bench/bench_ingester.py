@@ -30,7 +30,8 @@ import redis
 import zmq
 
 from dranspose_fast.event import make_stream_data
-from dranspose_fast.ingester.routing import PendingBatch, ScanState, WorkerLinks, route
+from dranspose_fast.ingester.links import WorkerLinks
+from dranspose_fast.ingester.routing import PendingBatch, ScanState, route
 from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.protocol import StreamName

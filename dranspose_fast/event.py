@@ -15,6 +15,7 @@ dranspose 0.2 take the right branch.
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +78,17 @@ class EventData(BaseModel):
 
     event_number: EventNumber
     streams: dict[StreamName, StreamData]
+
+    @property
+    def rebound_from(self) -> WorkerName | None:
+        """The worker this event was first given to, when that worker died before the event
+        was released and it was resent to this one (``None`` for every other event).
+
+        A stateful class sees the rest of a constraint group here without its earlier
+        events, which the lost worker saw (docs/writing-classes.md). Not a model field:
+        0.2 code that dumps or compares events sees the two fields it always saw.
+        """
+        return _REBOUND.get(id(self)) if _REBOUND else None
 
     @classmethod
     def from_internals(cls, msgs: list[InternalWorkerMessage]) -> EventData:
@@ -149,6 +161,18 @@ def make_result(
     }
     obj: ResultData = _construct(ResultData, values, _RESULT_FIELDS)
     return obj
+
+
+#: The events built from resent deliveries, by ``id``, with their origin: a few per lost
+#: worker, and each entry leaves with its event (``weakref.finalize``).
+_REBOUND: dict[int, WorkerName] = {}
+
+
+def mark_rebound(event: EventData, origin: str) -> None:
+    """Mark ``event`` as resent after its first worker, ``origin``, was lost."""
+    key = id(event)
+    _REBOUND[key] = WorkerName(origin)
+    weakref.finalize(event, _REBOUND.pop, key, None)
 
 
 # === CBOR hooks (dranspose 0.2's dump format, see ``dump.py``) ===

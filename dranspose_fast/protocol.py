@@ -128,6 +128,9 @@ class IngesterState(DistributedState):
     #: local hop").
     local_url: str | None = None
     host_id: str | None = None
+    #: Events the ingester keeps after sending them until they are released (0: it keeps
+    #: none, and a lost worker's events cannot be resent; docs/protocol.md).
+    retention_events: int = 0
 
 
 class WorkerState(DistributedState):

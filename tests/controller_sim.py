@@ -124,7 +124,9 @@ class Sim:
         self.r.xadd(Keys.reduced(uid), {"d": credit_encoder.encode(msg)})
 
     def batches(self, uid: object) -> list[AssignmentBatch]:
-        return [AssignmentBatch.decode(f) for _i, f in self.r.xrange(Keys.assigned(uid))]
+        """The assignment batches of the scan (its control entries left out)."""
+        return [AssignmentBatch.decode(f) for _i, f in self.r.xrange(Keys.assigned(uid))
+                if b"b" in f]
 
     def updates(self) -> list[ControllerUpdate]:
         return [ControllerUpdate.model_validate_json(f[b"d"])

@@ -35,6 +35,7 @@ class RecordWorker:
             "roi1": parameters["roi1"].value,
             "scans": self.context["scans"],
             "tick": tick,
+            "rebound_from": event.rebound_from,
         }
 
     def finish(self, parameters: Any) -> None:

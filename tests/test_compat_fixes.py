@@ -31,7 +31,7 @@ import redis
 from packaging.requirements import Requirement
 
 from dranspose_fast.api.server import HttpThread
-from dranspose_fast.controller.scan import write_scan_dumps
+from dranspose_fast.controller.dumps import write_scan_dumps
 from dranspose_fast.dump import read_dump, write_dump
 from dranspose_fast.event import InternalWorkerMessage, StreamData
 from dranspose_fast.helpers.utils import parameters_hash

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import zmq
 
-from dranspose_fast.ingester.routing import MAX_WORKER_FRAME, WorkerLinks
+from dranspose_fast.ingester.links import MAX_WORKER_FRAME, WorkerLinks
 from dranspose_fast.ingester.sources import Counters
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.runtime import curve, dataplane
@@ -168,7 +168,7 @@ class Router:
         wait_for(heard, what="the hellos")
 
     def send(self, name: str = "w1", event: int = 1) -> None:
-        self.links.send_frames(name, [b"E", event.to_bytes(8, "little")], 1)
+        self.links.send_frames(name, [b"E", event.to_bytes(8, "little")], 1, event)
 
     def close(self) -> None:
         self.sock.close(linger=0)

@@ -235,40 +235,6 @@ def test_redis_restart_ends_the_scan_and_everything_recovers(ens: Ensemble, sour
     assert ens.wait_finished()["finished"]
 
 
-def test_worker_killed_mid_scan_is_reported(ens: Ensemble, source: StinsSource) -> None:
-    start(ens, source)
-    ens.post("/api/v1/parameter/delay_ms", content=b"100")
-    ens.sequence(uniform(["eiger"], 60))
-    thread = source.send_series_in_thread(60)
-    busy: dict[str, str] = {}
-
-    def holding() -> bool:  # a worker holding many events (100 ms each: seconds of work)
-        for name, w in ens.get("/api/v1/status").json()["workers"].items():
-            if w["outstanding"] >= 20:
-                busy["name"] = name
-                return True
-        return False
-
-    ens.wait("a worker busy with the scan", holding)
-    victim = busy["name"]
-    ens.kill(victim)
-    thread.join(30)
-    # its config expires (TTL 2 s): the controller reports what was lost and the scan ends
-    ens.wait("the lost worker report", lambda: victim in ens.get("/api/v1/status").json()[
-        "lost_workers"], timeout=30)
-    assert ens.wait_finished(timeout=60)["finished"]
-    # the scan's totals add up: every event is reduced or counted lost, none both
-    status = ens.get("/api/v1/status").json()
-    lost = status["lost_workers"][victim]
-    assert lost["events_lost"] == len(lost["lost_events"]) > 0
-    assert status["reason"] == (f"completed; {lost['events_lost']} events lost with workers "
-                                f"{victim}")
-    images = set(range(1, 61))  # 0 and 61 are the series start and end, sent to both
-    reduced = {r["event"] for r in ens.published()["records"]} & images
-    assert not reduced & set(lost["lost_events"])
-    assert reduced | (set(lost["lost_events"]) & images) == images
-
-
 def test_reducer_served_over_h5pyd_and_logs(ens: Ensemble, source: StinsSource) -> None:
     start(ens, source)
     ens.sequence(uniform(["eiger"], 2))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from dranspose_fast.ingester.routing import LOCAL_PEER
+from dranspose_fast.ingester.links import LOCAL_PEER
 from dranspose_fast.ingesters import ZmqPullSingleIngester
 from dranspose_fast.runtime import dataplane, local_hop
 from tests.conftest import wait_for

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import redis
@@ -32,8 +33,10 @@ from dranspose_fast.runtime.redis_messages import (
     AssignmentBatch,
     ControllerUpdate,
     CreditMessage,
+    Joined,
     Keys,
     credit_decoder,
+    encode_control,
 )
 from dranspose_fast.runtime.settings import WorkerSettings
 from dranspose_fast.runtime.tick import RedisTickClock
@@ -192,9 +195,13 @@ class FakeReducer:
         self.ctx.term()
 
 
-def credits(client: redis.Redis, uid: uuid.UUID, worker: str) -> list[CreditMessage]:
+def credits(client: redis.Redis, uid: uuid.UUID, worker: str,
+            marks: bool = False) -> list[CreditMessage]:
+    """``worker``'s credit messages; without ``marks``, their ``service`` and ``done`` left
+    out (``test_retention.py`` checks those)."""
     msgs = [credit_decoder.decode(f[b"d"]) for _, f in client.xrange(Keys.credits(uid))]
-    return [m for m in msgs if m.worker == worker]
+    return [m if marks else msgspec.structs.replace(m, service="", done={})
+            for m in msgs if m.worker == worker]
 
 
 def config(client: redis.Redis, worker: str) -> dict[str, Any]:
@@ -236,7 +243,14 @@ class Scans:
             ing.publish(uid)
         for w in workers:
             wait_for(lambda w=w: credits(self.client, uid, w), what=f"first credits of {w}")
+        self.join(uid, workers)
         return uid
+
+    def join(self, uid: uuid.UUID, workers: list[str]) -> None:
+        """Register the workers' processes with the scan, as the controller does."""
+        for w in workers:
+            joined = Joined(worker=w, service=config(self.client, w)["service_uuid"])
+            self.client.xadd(Keys.assigned(uid), encode_control(joined))
 
     def set_parameter(self, uid: uuid.UUID, name: str, value: bytes,
                       streams: list[str]) -> None:
@@ -340,7 +354,7 @@ def test_events_for_picks_this_workers_bit_on_present_streams() -> None:
     batch = AssignmentBatch(7, present, masks, ["w0", "w1"])
     assert events_for(batch, "w0") == ([7, 8], [1, 1])
     assert events_for(batch, "w1") == ([7, 8, 10], [1, 1, 2])
-    assert events_for(batch, "nobody") is None
+    assert events_for(batch, "nobody") == ([], [])
 
 
 def test_redis_tick_clock_one_winner_per_interval(client: redis.Redis) -> None:
@@ -469,6 +483,7 @@ def test_new_mapping_reinstantiates_keeps_context_drops_old_frames_and_finishes(
     assert credits(client, uid2, "w1") == []  # no credit before the ingester switched
     ing.publish(uid2)
     wait_for(lambda: credits(client, uid2, "w1"), what="credits of scan 2")
+    scans.join(uid2, ["w1"])
     assign(client, uid2, 0, [[1]] * 2, [[1]] * 2, ["w1"])
     ing.send("w1", [(e, {"a": stream(b"two")}) for e in range(2)])
     second = peers["reducer"].collect(2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dranspose_fast.controller.answers import IntervalLoad, Progress, Status, WorkerLoad
 from dranspose_fast.controller.engine import Controller
 from dranspose_fast.controller.ensemble import (
     ControllerError,
@@ -20,7 +21,6 @@ from dranspose_fast.controller.ensemble import (
     EnsembleState,
     RequestError,
 )
-from dranspose_fast.controller.scan import IntervalLoad, Progress, Status, WorkerLoad
 
 __all__ = [
     "Controller", "ControllerError", "ControllerLockError", "ControllerSettings",

@@ -23,6 +23,8 @@ import msgspec
 import redis
 from pydantic import UUID4
 
+from dranspose_fast.controller.answers import Progress, Status, WorkerLoad
+from dranspose_fast.controller.dumps import dump_scan
 from dranspose_fast.controller.ensemble import (
     Configs,
     ControllerSettings,
@@ -35,16 +37,7 @@ from dranspose_fast.controller.ensemble import (
 )
 from dranspose_fast.controller.lock import ControllerLock
 from dranspose_fast.controller.parameters import DUMP_PREFIX, ParameterStore
-from dranspose_fast.controller.scan import (
-    LOST_WITH_WORKERS,
-    LossLog,
-    Progress,
-    ScanState,
-    Status,
-    WorkerLoad,
-    dump_scan,
-    loss_totals,
-)
+from dranspose_fast.controller.scan import LOST_WITH_WORKERS, LossLog, ScanState, loss_totals
 from dranspose_fast.controller.takeover import RESTART_REASON, Takeover, read_takeover
 from dranspose_fast.controller.watch import (
     StallWatch,
@@ -53,6 +46,7 @@ from dranspose_fast.controller.watch import (
     not_ready_workers,
     ready_workers,
     reducer_restarted,
+    retention_on,
     uncovered_tags,
 )
 from dranspose_fast.errors import MapError
@@ -63,11 +57,15 @@ from dranspose_fast.runtime.redis_messages import (
     ControllerUpdate,
     Keys,
     credit_decoder,
+    encode_control,
     reduced_decoder,
 )
 from dranspose_fast.runtime.service import Lifecycle, RedisLogHandler, connect
 
 __all__ = ["Controller"]
+
+#: Shortest time between two release entries of a scan (they free the ingesters' retention).
+RELEASE_INTERVAL = 0.01
 
 logger = logging.getLogger(__name__)
 
@@ -288,10 +286,11 @@ class Controller(ParameterStore, Lifecycle):
             scan = ScanState(uuid.uuid4(), seq)
             try:
                 for w in ready:
-                    scan.add_worker(w.name, w.tags)
+                    scan.add_worker(w.name, w.tags, str(w.service_uuid))
             except MapError as exc:
                 raise RequestError(400, f"cannot use the workers: {exc}") from None
             scan.reducer_uuid = cfg.reducer.service_uuid if cfg.reducer is not None else None
+            scan.retention = retention_on(cfg.ingesters)
             scan.routed_at_start = {
                 i.name: int(full.counters.get(f"ingester:{i.name}", {}).get(
                     "counters.events_routed", 0)) for i in cfg.ingesters}
@@ -481,6 +480,12 @@ class Controller(ParameterStore, Lifecycle):
                 scan.outbox.append(scan.record(batch))
                 self.redis.xadd(key, scan.outbox[0])  # type: ignore[arg-type]
                 scan.outbox.popleft()
+            now = time.monotonic()
+            if now >= scan.next_release:  # at most one release entry per RELEASE_INTERVAL
+                release = scan.ledger.release_entry()
+                if release is not None:
+                    self.redis.xadd(key, encode_control(release))  # type: ignore[arg-type]
+                    scan.next_release = now + RELEASE_INTERVAL
             if scan.complete():
                 scan.end(scan.completion_reason())
                 scan.update_pending = True
@@ -498,6 +503,7 @@ class Controller(ParameterStore, Lifecycle):
         with self._lock:
             if self.scan is not scan or scan.finished:
                 return
+            scan.retention = retention_on(cfg.ingesters)
             lose_expired_workers(scan, live, self.counters)
             if scan.unknown:
                 scan.adopt_unknown(cfg.tags_of)

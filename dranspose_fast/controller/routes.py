@@ -28,9 +28,10 @@ from starlette.concurrency import run_in_threadpool
 
 from dranspose_fast import __version__
 from dranspose_fast.api.guard import protect
+from dranspose_fast.controller.answers import Progress, Status, WorkerLoad
 from dranspose_fast.controller.engine import Controller
 from dranspose_fast.controller.ensemble import ControllerSettings, EnsembleState, RequestError
-from dranspose_fast.controller.scan import Progress, ScanState, Status, WorkerLoad
+from dranspose_fast.controller.scan import ScanState
 from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import MappingSequence, Name, SequenceIn
 from dranspose_fast.parameters import ParameterType

@@ -11,24 +11,38 @@ All reports (``progress``, ``status``, ``load``) have a size independent of the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-import cbor2
 import numpy as np
 import numpy.typing as npt
-from pydantic import UUID4, BaseModel
+from pydantic import UUID4
 
+from dranspose_fast.controller.answers import (
+    Binding,
+    IntervalLoad,
+    LostWorker,
+    Progress,
+    RecentEvent,
+    ReducerStatus,
+    StallReport,
+    Status,
+    WorkerLoad,
+    WorkerStatus,
+)
+from dranspose_fast.controller.ledger import Ledger
 from dranspose_fast.errors import MapError
 from dranspose_fast.mapping import Batch, BindingEngine, MappingSequence
-from dranspose_fast.parameters import dump_parameter_file
-from dranspose_fast.protocol import ParameterName, WorkParameter
-from dranspose_fast.runtime.redis_messages import AssignmentBatch, CreditMessage, ReducedMessage
+from dranspose_fast.runtime.redis_messages import (
+    AssignmentBatch,
+    CreditMessage,
+    Joined,
+    ReducedMessage,
+    encode_control,
+)
 
 logger = logging.getLogger("dranspose_fast.controller.scan")
 
@@ -38,106 +52,6 @@ RECENT = 100
 LOAD_SAMPLES = 4096
 
 _I64 = npt.NDArray[np.int64]
-
-
-# === answers (pydantic, also the OpenAPI schema) ===
-
-
-class Progress(BaseModel):
-    """``GET /api/v1/progress`` (the dranspose 0.2 keys)."""
-
-    last_assigned: int = 0
-    completed_events: int = 0
-    total_events: int | None = 0
-    finished: bool = False
-
-
-class WorkerStatus(BaseModel):
-    tags: list[str]
-    granted: int
-    processed: int
-    results: int
-    reduced: int
-    errors: int
-    deliveries: int
-    outstanding: int
-    credit: int
-    pending: int
-
-
-class LostWorker(BaseModel):
-    """A worker whose config expired mid-scan: the events it held are lost."""
-
-    processed: int
-    deliveries: int
-    events_lost: int
-    lost_events: list[int]
-    constraints_rebound: int
-    at: float
-
-
-class Binding(BaseModel):
-    part: str
-    instance: int
-    constraint: int
-    worker: str
-    first_event: int
-
-
-class RecentEvent(BaseModel):
-    event: int
-    streams: dict[str, list[str] | None]
-
-
-class ReducerStatus(BaseModel):
-    reduced: int
-    errors: int
-
-
-class StallReport(BaseModel):
-    """``/api/v1/status`` ``stalled``: how long the scan made no progress, and why."""
-
-    seconds: float
-    waiting_for: list[str]
-
-
-class Status(BaseModel):
-    """``GET /api/v1/status``: a bounded summary of the current scan."""
-
-    mapping_uuid: UUID4 | None = None
-    finished: bool = False
-    reason: str | None = None
-    open: bool = False
-    last_assigned: int = 0
-    completed_events: int = 0
-    total_events: int | None = 0
-    known_events: int = 0
-    batches: int = 0
-    workers: dict[str, WorkerStatus] = {}
-    lost_workers: dict[str, LostWorker] = {}
-    reducer: ReducerStatus | None = None
-    components: dict[str, dict[str, float]] = {}
-    counters: dict[str, int] = {}
-    #: Data lost, summed over the live components by role and counter (``loss_totals``).
-    dropped: dict[str, int] = {}
-    dropped_total: int = 0
-    recent_bindings: list[Binding] = []
-    recent_events: list[RecentEvent] = []
-    #: Set while the scan has events pending and made no progress for ``stall_timeout``.
-    stalled: StallReport | None = None
-    #: Workers that take no events: their class failed to load or start (name: the error).
-    not_ready_workers: dict[str, str] = {}
-
-
-class IntervalLoad(BaseModel):
-    events: int
-    seconds: float
-    rate: float
-
-
-class WorkerLoad(BaseModel):
-    last_event: int | None
-    intervals: dict[str, IntervalLoad]
 
 
 # === per-worker tracking ===
@@ -151,9 +65,14 @@ class WorkerTrack:
     constraint span), as numpy chunks of event numbers.
     """
 
-    def __init__(self, name: str, tags: Iterable[str], start: float) -> None:
+    def __init__(self, name: str, tags: Iterable[str], start: float, service: str = "") -> None:
         self.name = name
         self.tags = sorted(tags)
+        #: The worker process (its service uuid); another one under this name is a restart.
+        self.service = service
+        #: Deliveries rebound to this worker that its next grants pay for (they were not
+        #: charged to its credit when they were bound to the lost worker).
+        self.debt = 0
         self.granted = 0
         self.processed = 0
         self.results = 0
@@ -263,8 +182,10 @@ class ScanState:
         self.counters: dict[str, int] = {
             "malformed_credits": 0, "malformed_reduced": 0, "unknown_worker_credits": 0,
             "credits_after_loss": 0, "rejected_workers": 0, "overcounted_events": 0,
+            "workers_restarted": 0,
         }
         self.unknown: dict[str, int] = {}  # granted credits of workers without a config
+        self._unknown_service: dict[str, str] = {}
         self._lost_arrays: dict[str, _I64] = {}
         self._completed: tuple[Any, int] | None = None
         self._bindings: deque[tuple[int, int, str, int]] = deque(maxlen=RECENT)
@@ -275,11 +196,19 @@ class ScanState:
         #: Each ingester's ``events_routed`` when the scan started (its counters are totals).
         self.routed_at_start: dict[str, int] = {}
         self.stalled: StallReport | None = None
+        #: Unreleased deliveries by key (``controller.ledger``).
+        self.ledger = Ledger()
+        #: Every ingester of the scan keeps what it sent until it is released (set by the
+        #: controller from their configs): a lost worker's deliveries can be rebound.
+        self.retention = False
+        self.next_release = 0.0  # when the controller may write the next release entry
+        #: Service uuids of lost worker processes: their late credits are ignored.
+        self.lost_services: set[str] = set()
 
     # === workers ===
 
-    def add_worker(self, name: str, tags: Iterable[str]) -> None:
-        """Register a worker with the engine (no credit yet).
+    def add_worker(self, name: str, tags: Iterable[str], service: str = "") -> None:
+        """Register a worker with the engine (no credit yet) and announce it (``Joined``).
 
         Raises
         ------
@@ -288,25 +217,38 @@ class ScanState:
         """
         tagset = set(tags)
         self.engine.add_worker(name, tagset)
-        self.workers[name] = WorkerTrack(name, tagset, self.started)
+        self.workers[name] = WorkerTrack(name, tagset, self.started, service)
+        self.outbox.append(encode_control(Joined(worker=name, service=service)))
 
     def credit(self, msg: CreditMessage, tags_of: Callable[[str], Iterable[str] | None]) -> None:
         """Apply one ``CreditMessage``; an unknown worker is registered with its config's tags."""
         track = self.workers.get(msg.worker)
+        if msg.service in self.lost_services or (
+                track is None and not msg.service and msg.worker in self.lost):
+            self.counters["credits_after_loss"] += 1
+            return
+        if track is not None and msg.service and track.service != msg.service:
+            if track.service:  # the same name, a new process: the old one is gone
+                self.counters["workers_restarted"] += 1
+                info = self.lose_worker(msg.worker)
+                logger.error("worker %s restarted in scan %s: %d events lost, %d deliveries "
+                             "rebound to %s", msg.worker, self.uuid, info.events_lost,
+                             info.events_rebound, info.rebound_to)
+                track = None
+            else:
+                track.service = msg.service
         if track is None:
-            if msg.worker in self.lost:
-                self.counters["credits_after_loss"] += 1
-                return
             tags = tags_of(msg.worker)
             if tags is None:
                 # keep its credit: its config may just not be visible yet
                 self.counters["unknown_worker_credits"] += 1
                 self.unknown[msg.worker] = self.unknown.get(msg.worker, 0) + msg.granted
+                self._unknown_service[msg.worker] = msg.service
                 logger.warning("credits from worker %r, which has no config; held back",
                                msg.worker)
                 return
             try:
-                self.add_worker(msg.worker, tags)
+                self.add_worker(msg.worker, tags, msg.service)
             except MapError as exc:
                 self.counters["rejected_workers"] += 1
                 logger.error("cannot add worker %r to scan %s: %s", msg.worker, self.uuid, exc)
@@ -317,8 +259,14 @@ class ScanState:
                 self.engine.grant(msg.worker, held)
                 track.granted += held
         over = track.report(msg, time.monotonic())
-        if msg.granted:
-            self.engine.grant(msg.worker, msg.granted)
+        granted = msg.granted
+        if track.debt:
+            paid = min(track.debt, granted)
+            track.debt -= paid
+            granted -= paid
+        if granted:
+            self.engine.grant(msg.worker, granted)
+        self.ledger.report(msg.worker, msg.results, msg.done, self.reduced.get(msg.worker, 0))
         if over:
             self.counters["overcounted_events"] += 1
             logger.error("worker %r reports %d processed events but got only %d",
@@ -330,28 +278,69 @@ class ScanState:
             tags = tags_of(name)
             if tags is not None:
                 granted = self.unknown.pop(name)
-                self.credit(CreditMessage(worker=name, granted=granted, processed=0, results=0),
-                            tags_of)
+                service = self._unknown_service.pop(name, "")
+                self.credit(CreditMessage(worker=name, granted=granted, processed=0, results=0,
+                                          service=service), tags_of)
 
     def reduce(self, msg: ReducedMessage) -> None:
         self.reducer_seen = True
         for worker, total in msg.reduced.items():
             if total > self.reduced.get(worker, 0):
                 self.reduced[worker] = total
+                self.ledger.settle(worker, total)
         self.reducer_errors = max(self.reducer_errors, msg.errors)
 
     def lose_worker(self, name: str) -> LostWorker:
-        """Remove a worker that vanished; its unemitted constraints are rebound by ``bind``."""
+        """Remove a worker that died; its unemitted constraints are rebound by ``bind``.
+
+        With ``retention`` (every ingester keeps what it sent until it is released), the
+        deliveries it had not released go to one live worker (``rebind_held``); otherwise
+        the events it had not processed are lost.
+        """
         track = self.workers.pop(name)
         rebound = self.engine.remove_worker(name)
-        lost_events = track.outstanding_events()
+        if track.service:
+            self.lost_services.add(track.service)
+        self.ledger.forget_reports(name)
+        target, moved = self.rebind_held(track) if self.retention else (None, 0)
+        lost_events = track.outstanding_events() if target is None else np.empty(0, np.int64)
+        for key in self.ledger.held_by(name):  # no successor: what it held is gone
+            self.ledger.drop(key)
+        key = name if name not in self.lost else f"{name}#{len(self.lost) + 1}"
         info = LostWorker(processed=track.processed, deliveries=track.deliveries,
                           events_lost=len(lost_events),
                           lost_events=lost_events[:RECENT].tolist(),
-                          constraints_rebound=int(len(rebound)), at=time.time())
-        self.lost[name] = info
-        self._lost_arrays[name] = lost_events
+                          constraints_rebound=int(len(rebound)), at=time.time(),
+                          events_rebound=moved, rebound_to=target)
+        self.lost[key] = info
+        self._lost_arrays[key] = lost_events
         return info
+
+    def rebind_held(self, track: WorkerTrack) -> tuple[str | None, int]:
+        """Rebind every key the lost ``track`` held to one live worker whose tags cover its
+        tags (else one sharing a tag), the least loaded; returns it and the deliveries moved.
+        The ``Rebind`` entries go to the outbox, before any later batch."""
+        keys = self.ledger.held_by(track.name)
+        if not keys:
+            return None, 0
+        tags = set(track.tags)
+        live = sorted(self.workers.values(), key=lambda t: (t.outstanding, t.name))
+        fits = [t for t in live if tags <= set(t.tags)] or [t for t in live
+                                                          if tags & set(t.tags)]
+        if not fits:
+            return None, 0
+        target = fits[0]
+        moved = 0
+        for key in keys:
+            entry = self.ledger.rebind(key, target.name)
+            events = np.asarray(entry.events, np.int64)
+            target.deliver(events)
+            target.debt += len(events)
+            moved += len(events)
+            self.outbox.append(encode_control(entry))
+        logger.warning("scan %s: %d unreleased deliveries of worker %s rebound to %s",
+                       self.uuid, moved, track.name, target.name)
+        return target.name, moved
 
     # === binding ===
 
@@ -359,16 +348,22 @@ class ScanState:
         """Account a bind result (deliveries per worker, recent rows); returns its encoding."""
         names = dict(batch.worker_names)
         n = batch.count
+        present = batch.present != 0
         if batch.masks.shape[1]:
             rowmask = np.bitwise_or.reduce(batch.masks, axis=1).astype("<u8")
         else:
             rowmask = np.zeros(n, "<u8")
         bits = np.unpackbits(rowmask.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
-        counts = bits.sum(axis=0)
-        for slot in np.flatnonzero(counts).tolist():
+        for slot in np.flatnonzero(bits.sum(axis=0)).tolist():
             track = self.workers.get(names.get(slot, ""))
             if track is not None:
-                track.deliver(np.flatnonzero(bits[:, slot]).astype(np.int64) + batch.first_event)
+                rows = np.flatnonzero(bits[:, slot])
+                events = rows.astype(np.int64) + batch.first_event
+                track.deliver(events)
+                if self.retention:
+                    mine = (batch.masks[rows] >> np.uint64(slot)) & np.uint64(1)
+                    counts = (mine.astype(bool) & present[rows]).sum(axis=1).astype(np.int64)
+                    self.ledger.deliver(track.name, events, counts)
         self.note_bindings(batch)
         keep = min(n, RECENT)
         self._recent = (batch.first_event + n - keep, batch.present[n - keep:].copy(),
@@ -543,58 +538,3 @@ class LossLog:
                 self.log.error("data lost: %s rose by %d to %d", name, value - before, value)
             # a restarted component counts from 0 again: follow it down without a log
             self.seen[name] = value
-
-
-def dump_scan(prefix_value: bytes, uid: UUID4, sequence_json: dict[str, Any],
-              params: dict[ParameterName, WorkParameter]) -> bool:
-    """``write_scan_dumps`` under the ``dump_prefix`` parameter's value, logged; False if a
-    file could not be written (an empty prefix writes nothing)."""
-    prefix = prefix_value.decode("utf8", errors="replace")
-    if not prefix:
-        return True
-    try:
-        mapping_file, param_file = write_scan_dumps(prefix, uid, sequence_json, params)
-    except OSError as exc:
-        logger.error("could not write the dumps with prefix %r: %s", prefix, exc)
-        return False
-    logger.info("dumped the mapping to %s and the parameters to %s", mapping_file, param_file)
-    return True
-
-
-def write_scan_dumps(
-    prefix: str, uid: UUID4, sequence_json: dict[str, Any],
-    params: dict[ParameterName, WorkParameter],
-) -> tuple[str, str]:
-    """Write a scan's mapping (``{prefix}mapping-{uuid}.json``) and parameters as dranspose 0.2
-    does; returns the two paths.
-
-    The parameters go to ``parameters-{uuid}.json`` (``data`` as text) when every value is
-    NUL-free UTF-8, else to ``parameters-{uuid}.cbor``, where, as in 0.2, the text values are
-    still CBOR text and only the others are byte strings.
-
-    Raises ``OSError`` when a file cannot be written.
-    """
-    mapping_file = f"{prefix}mapping-{uid}.json"
-    texts = {name: _as_text(p.data) for name, p in params.items()}
-    binary = any(text is None for text in texts.values())
-    param_file = f"{prefix}parameters-{uid}.{'cbor' if binary else 'json'}"
-    Path(mapping_file).write_text(json.dumps(sequence_json))
-    if binary:
-        records = [
-            {"name": name, "data": params[name].data if text is None else text}
-            for name, text in sorted(texts.items())
-        ]
-        Path(param_file).write_bytes(cbor2.dumps(records))
-    else:
-        dump_parameter_file(params, param_file)
-    return mapping_file, param_file
-
-
-def _as_text(data: bytes) -> str | None:
-    """``data`` as text if it is NUL-free UTF-8 (0.2's test for a text parameter), else None."""
-    if b"\x00" in data:
-        return None
-    try:
-        return data.decode("utf8")
-    except UnicodeDecodeError:
-        return None

@@ -19,9 +19,11 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import UUID4
 
+from dranspose_fast.controller.answers import StallReport
 from dranspose_fast.controller.ensemble import Configs, WorkerConfig
-from dranspose_fast.controller.scan import LOST_WITH_WORKERS, ScanState, StallReport
+from dranspose_fast.controller.scan import LOST_WITH_WORKERS, ScanState
 from dranspose_fast.errors import MapError
+from dranspose_fast.protocol import IngesterState
 
 __all__ = [
     "StallWatch", "end_for_reducer_restart", "lose_expired_workers", "not_ready_workers",
@@ -59,15 +61,23 @@ def reducer_restarted(scan_reducer: UUID4 | None, cfg: Configs) -> bool:
             and reducer.service_uuid != scan_reducer)
 
 
+def retention_on(ingesters: Iterable[IngesterState]) -> bool:
+    """Every ingester keeps what it sent until it is released (a lost worker's deliveries
+    can be resent); with none there is nothing to resend either."""
+    found = list(ingesters)
+    return bool(found) and all(i.retention_events > 0 for i in found)
+
+
 def lose_expired_workers(scan: ScanState, live: set[str], counters: dict[str, int]) -> None:
     """Remove the scan's workers whose config expired; count and log what they held."""
     for name in [n for n in scan.workers if n not in live]:
         info = scan.lose_worker(name)
         counters["workers_lost"] += 1
         counters[LOST_WITH_WORKERS] += info.events_lost
-        logger.error("worker %s lost in scan %s (config expired): %d events lost, %d "
-                     "constraints rebound", name, scan.uuid, info.events_lost,
-                     info.constraints_rebound)
+        log = logger.error if info.events_lost else logger.warning
+        log("worker %s lost in scan %s (config expired): %d events lost, %d deliveries "
+            "rebound to %s, %d constraints rebound", name, scan.uuid, info.events_lost,
+            info.events_rebound, info.rebound_to, info.constraints_rebound)
 
 
 def end_for_reducer_restart(scan: ScanState) -> None:

@@ -1,46 +1,41 @@
-"""The ingester's data path: pending assignment rows, worker links, routing.
+"""The ingester's data path: pending assignment rows and routing.
 
 Everything here runs in the ingester's data-loop thread (ZeroMQ sockets are not thread-safe);
 the sources it reads are in ``sources``.
 
 * ``PendingBatch`` holds the rows of an ``AssignmentBatch`` restricted to this ingester's
   streams, as Python lists (converted once per batch, not per row).
-* ``WorkerLinks`` owns the ROUTER: it sends packed batches (``dataplane.encode_events``) and
-  keeps them queued, in order and bounded, for workers that are not (yet) reachable.
+  Rows of a worker lost before they were routed go to its successor (``rebound``).
+* ``WorkerLinks`` (``links``) sends the batches, queues them for unreachable workers and
+  retains them until released.
 * ``route`` consumes head rows while every needed message is ready and sends each worker one
   packed batch per round: frames are never held back waiting for more.
-* ``BeginScan``, ``FinishScan``, ``Assign``, ``BadAssignment``: the commands other threads post
+* ``BeginScan``, ``FinishScan``, ``Assign``, ``Control``, ``BadAssignment``: the commands other threads post
   to the data loop (``runtime.commands.CommandQueue``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
-import zmq
 
 from dranspose_fast import _route
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.event import StreamData, make_internal, make_stream_data
+from dranspose_fast.ingester.links import WorkerLinks
+from dranspose_fast.ingester.retention import Rebound
 from dranspose_fast.ingester.sources import Counters, Source, UpstreamSource, log_sparsely
 from dranspose_fast.protocol import StreamName
 from dranspose_fast.runtime import dataplane
-from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControlEntry, ControllerUpdate
 
-#: Events kept per unreachable worker before the oldest batch is dropped (counted and logged).
-#: Credits bound what a worker can be assigned, so this is a safety net, not a working limit.
-MAX_QUEUED_EVENTS: Final[int] = 1 << 16
-#: Largest message part a worker may send to an ingester (its hellos are under 300 bytes):
-#: libzmq drops the connection of a peer that sends more before any of it is kept.
-MAX_WORKER_FRAME: Final[int] = 4096
 #: Rows routed per round before the batches are sent (bounds latency and memory per round).
 MAX_ROWS_PER_ROUND: Final[int] = 1024
 
@@ -72,13 +67,21 @@ class Assign:
 
 
 @dataclass(frozen=True, slots=True)
+class Control:
+    """A control entry of the scan's assignment stream (``Release``, ``Rebind``)."""
+
+    mapping_uuid: uuid.UUID
+    entry: ControlEntry
+
+
+@dataclass(frozen=True, slots=True)
 class BadAssignment:
     """An assignment entry that could not be decoded (counted and logged by the data loop)."""
 
     message: str
 
 
-Command = BeginScan | FinishScan | Assign | BadAssignment
+Command = BeginScan | FinishScan | Assign | Control | BadAssignment
 
 
 # === Assignments ===
@@ -92,7 +95,7 @@ class PendingBatch:
     """
 
     __slots__ = ("_lists", "_names", "_rowcum", "cum", "first", "masks", "nrows", "pos",
-                 "present", "valid", "workers")
+                 "present", "rebound", "valid", "workers")
 
     def __init__(self, batch: AssignmentBatch, own_cols: list[int], skip: int = 0) -> None:
         self.present = np.ascontiguousarray(batch.present[skip:, own_cols], dtype=np.uint8)
@@ -111,6 +114,21 @@ class PendingBatch:
         self.pos = 0
         self._names: dict[int, tuple[str, ...]] = {0: ()}
         self._lists: tuple[list[list[int]], list[list[int]]] | None = None
+        #: Workers of these rows that were lost before the rows were routed: where their
+        #: deliveries go instead (``Rebind``).
+        self.rebound: dict[str, Rebound] = {}
+
+    def dest(self, name: str) -> str | Rebound:
+        """Where the frames of worker ``name``'s rows go."""
+        return self.rebound.get(name, name) if self.rebound else name
+
+    def redirect(self, key: str, holder: str, to: Rebound) -> None:
+        """The deliveries of ``key`` (held by the lost ``holder``) go to ``to`` from now on."""
+        for name, rb in list(self.rebound.items()):
+            if rb.key == key:
+                self.rebound[name] = to
+        if key == holder and holder in self.workers and holder not in self.rebound:
+            self.rebound[holder] = to
 
     def remaining(self) -> int:
         """Rows from ``pos`` on with at least one of our cells."""
@@ -179,198 +197,35 @@ class ScanState:
         return None
 
 
+def accept(scan: ScanState, batch: AssignmentBatch, counters: Counters,
+           log: logging.Logger) -> PendingBatch | None:
+    """The rows of ``batch`` this ingester still has to route (None: none, or a bad batch:
+    counted and logged); a batch that repeats events is cut, a gap before it is reported."""
+    if batch.present.shape[1] != len(scan.columns):
+        counters.bad_assignments += 1
+        log.error("assignment batch at event %d has %d streams, the mapping %d; ignored",
+                  batch.first_event, batch.present.shape[1], len(scan.columns))
+        return None
+    skip = 0
+    expected = scan.next_event
+    if expected is not None and batch.first_event != expected:
+        if batch.first_event < expected:
+            skip = min(expected - batch.first_event, batch.count)
+            log.warning("assignment batch repeats events %d..%d; skipped",
+                        batch.first_event, batch.first_event + skip - 1)
+        else:
+            counters.bad_assignments += 1
+            log.error("assignments for events %d..%d are missing",
+                      expected, batch.first_event - 1)
+    scan.next_event = max(expected or 0, batch.first_event + batch.count)
+    if skip >= batch.count:
+        return None
+    pb = PendingBatch(batch, scan.own_cols, skip)
+    return pb if pb.remaining() else None
+
+
 def _typ(src: Source) -> str:
     return src.typ if isinstance(src, UpstreamSource) else ""
-
-
-# === Workers ===
-
-
-#: The "key" of a connection to the local ROUTER (``runtime.local_hop``): the kernel admitted
-#: it as the ingester's own user, as trusted as a holder of the CURVE keys.
-LOCAL_PEER: Final = "local"
-
-
-@dataclass(slots=True)
-class Route:
-    """Where a worker name's batches go: the ROUTER connection its hellos came from."""
-
-    socket: zmq.Socket[Any]
-    routing_id: bytes
-    service_uuid: uuid.UUID
-    #: The CURVE client key (Z85) of that connection, ``LOCAL_PEER`` on the local ROUTER;
-    #: ``None`` with CURVE off.
-    key: str | None
-    last_seen: float
-
-
-class WorkerLinks:
-    """The ROUTER towards the workers, with ordered, bounded queues for unreachable ones.
-
-    A worker name is bound to the connection that said hello with it (``routes``).  Another
-    connection claiming a bound name is refused unless it holds the same CURVE key (a restarted
-    worker) or comes through the local ROUTER (``local``: the kernel vouches for it), or, with
-    CURVE off, the bound connection is gone or silent for ``takeover_after`` seconds: nobody
-    else is handed a live worker's frames.
-    """
-
-    def __init__(
-        self,
-        router: zmq.Socket[Any],
-        counters: Counters,
-        log: logging.Logger,
-        max_queued_events: int = MAX_QUEUED_EVENTS,
-        takeover_after: float = 5.0,
-        authenticated: bool = False,
-    ) -> None:
-        self.router = router
-        self.counters = counters
-        self.log = log
-        self.max_queued_events = max_queued_events
-        self.takeover_after = takeover_after
-        self.authenticated = authenticated
-        self.routes: dict[str, Route] = {}
-        #: The ROUTER on the ingester's local hop (``runtime.local_hop``), if it has one.
-        self.local: zmq.Socket[Any] | None = None
-        self.queues: dict[str, deque[tuple[list[Any], int]]] = {}
-        self.queued_events = 0
-
-    def send(self, name: str, events: list[dataplane.PartialEvent]) -> None:
-        """Send one packed batch to ``name``, or queue it behind earlier ones."""
-        self.send_frames(name, dataplane.encode_events(events), len(events))
-
-    def send_frames(self, name: str, frames: list[Any], nevents: int) -> None:
-        """Send an encoded batch of ``nevents`` events to ``name`` (or queue it)."""
-        queue = self.queues.get(name)
-        if queue is None and self._try(name, frames):
-            return
-        if queue is None:
-            queue = self.queues[name] = deque()
-            self.log.info("worker %s is not reachable; queueing its batches", name)
-        queue.append((frames, nevents))
-        self.queued_events += nevents
-        self._bound(name, queue)
-        self.flush(name)
-
-    def flush(self, name: str) -> None:
-        """Send what is queued for ``name`` while it is reachable."""
-        queue = self.queues.get(name)
-        while queue:
-            frames, n = queue[0]
-            if not self._try(name, frames):
-                return
-            queue.popleft()
-            self.queued_events -= n
-        if queue is not None:
-            del self.queues[name]
-            self.log.info("worker %s is reachable; its queued batches are sent", name)
-
-    def flush_all(self) -> None:
-        for name in list(self.queues):
-            self.flush(name)
-
-    def drop_all(self, reason: str) -> None:
-        """Drop every queued batch (a new scan makes them stale); counted and logged."""
-        for name, queue in self.queues.items():
-            n = sum(k for _f, k in queue)
-            self.counters.dropped_for_absent_workers += n
-            self.log.error("dropped %d queued events of worker %s: %s", n, name, reason)
-        self.queues.clear()
-        self.queued_events = 0
-
-    def _bound(self, name: str, queue: deque[tuple[list[Any], int]]) -> None:
-        total = sum(k for _f, k in queue)
-        while total > self.max_queued_events and len(queue) > 1:
-            _frames, n = queue.popleft()
-            total -= n
-            self.queued_events -= n
-            self.counters.dropped_for_absent_workers += n
-            self.log.error(
-                "worker %s has been unreachable for more than %d events: dropped %d (%d in all)",
-                name, self.max_queued_events, n, self.counters.dropped_for_absent_workers)
-
-    def _try(self, name: str, frames: list[Any]) -> bool:
-        route = self.routes.get(name)
-        if route is None:
-            return False
-        try:
-            route.socket.send_multipart([route.routing_id, *frames], flags=zmq.NOBLOCK,
-                                        copy=False)
-        except zmq.ZMQError as exc:
-            # ROUTER_MANDATORY: the connection is gone (EHOSTUNREACH) or its pipe is full.
-            if exc.errno == zmq.EHOSTUNREACH:
-                del self.routes[name]  # the worker's next hello binds its new connection
-                return False
-            if exc.errno == zmq.EAGAIN:
-                return False
-            raise
-        return True
-
-    def receive_hellos(self, on_hello: Callable[[str, uuid.UUID], None],
-                       sock: zmq.Socket[Any] | None = None) -> None:
-        """Read every worker message ready on ``sock`` (default: the ROUTER):
-        ``[routing id, *dataplane hello]``."""
-        sock = self.router if sock is None else sock
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            hello = dataplane.decode_hello(frames[1:])
-            if hello is None:
-                self.counters.bad_worker_messages += 1
-                log_sparsely(self.log, self.counters.bad_worker_messages,
-                             "ignored a worker message of %d frames that is not a hello",
-                             len(frames))
-                continue
-            service_uuid, name = hello
-            if not self._bind(name, service_uuid, frames[0], sock):
-                continue
-            on_hello(name, service_uuid)
-            if name in self.queues:
-                self.flush(name)
-
-    def _bind(self, name: str, service_uuid: uuid.UUID, frame: zmq.Frame,
-              sock: zmq.Socket[Any]) -> bool:
-        """Bind ``name`` to the connection ``frame`` came from on ``sock``, if allowed."""
-        routing_id = frame.bytes
-        key = LOCAL_PEER if sock is self.local else _user_id(frame)
-        now = time.monotonic()
-        route = self.routes.get(name)
-        if route is not None and (route.socket is not sock or route.routing_id != routing_id):
-            if key == LOCAL_PEER:
-                allowed = True
-            elif self.authenticated:
-                allowed = key is not None and key == route.key  # the same key, restarted
-            else:
-                allowed = now - route.last_seen > self.takeover_after  # the weaker mode
-            if not allowed:
-                self.counters.refused_worker_names += 1
-                log_sparsely(self.log, self.counters.refused_worker_names,
-                             "refused a hello from %s claiming worker name %r, which a live "
-                             "connection holds%s", _peer(frame), name,
-                             " with another CURVE key" if self.authenticated else "")
-                return False
-            self.log.info("worker %s (%s) connects again from %s", name, service_uuid,
-                          _peer(frame))
-        self.routes[name] = Route(sock, routing_id, service_uuid, key, now)
-        return True
-
-
-def _user_id(frame: zmq.Frame) -> str | None:
-    """The CURVE key (Z85) the ZAP handler gave ``frame``'s connection; ``None``: no CURVE."""
-    try:
-        key = frame.get("User-Id")
-    except zmq.ZMQError:
-        return None
-    return key if isinstance(key, str) and key else None
-
-
-def _peer(frame: zmq.Frame) -> str:
-    try:
-        return str(frame.get("Peer-Address"))
-    except zmq.ZMQError:
-        return "an unknown address"
 
 
 # === Routing ===
@@ -435,9 +290,11 @@ def route_compiled(
                       "slot", bad, first_bad)
         meta = scan.meta
         workers = pb.workers
+        last = pb.first + pos - 1
         for slot, index, payload, externals, nevents in batches:
-            links.send_frames(workers[slot], dataplane.event_frames(meta, index, payload,
-                                                                    externals), nevents)
+            links.send_frames(pb.dest(workers[slot]),
+                              dataplane.event_frames(meta, index, payload, externals),
+                              nevents, last)
         if pos < pb.nrows:
             break  # a message has not arrived yet
         pending.popleft()
@@ -452,7 +309,7 @@ def route_generic(
     max_rows: int = MAX_ROWS_PER_ROUND,
 ) -> int:
     """Row by row in Python: user sources, software triggers and dumps need event objects."""
-    out: dict[str, list[dataplane.PartialEvent]] = {}
+    out: dict[str | Rebound, list[dataplane.PartialEvent]] = {}
     sources = scan.sources
     pending = scan.pending
     dumper = scan.dumper
@@ -499,9 +356,10 @@ def route_generic(
             counters.forwarded += 1
             data = streams[src.stream]
             for name in names:
-                events = out.get(name)
+                dest = pb.dest(name)
+                events = out.get(dest)
                 if events is None:
-                    out[name] = [(evn, {src.stream: data})]
+                    out[dest] = [(evn, {src.stream: data})]
                 elif events[-1][0] == evn:
                     events[-1][1][src.stream] = data
                 else:
@@ -513,8 +371,8 @@ def route_generic(
         pb.pos += 1
         if pb.pos == pb.nrows:
             pending.popleft()
-    for name, events in out.items():
-        links.send(name, events)
+    for dest, events in out.items():
+        links.send(dest, events)
     return routed
 
 

@@ -38,16 +38,17 @@ from pydantic import Field
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
+from dranspose_fast.ingester.links import MAX_WORKER_FRAME, WorkerLinks
+from dranspose_fast.ingester.retention import Retention
 from dranspose_fast.ingester.routing import (
-    MAX_WORKER_FRAME,
     Assign,
     BadAssignment,
     BeginScan,
     Command,
+    Control,
     FinishScan,
-    PendingBatch,
     ScanState,
-    WorkerLinks,
+    accept,
     route,
 )
 from dranspose_fast.ingester.sources import (
@@ -63,6 +64,7 @@ from dranspose_fast.ingester.sources import (
     UpstreamSource,
     hwm_messages,
 )
+from dranspose_fast.ingester.takeover import apply_control
 from dranspose_fast.protocol import (
     ConnectedWorker,
     IngesterState,
@@ -75,7 +77,13 @@ from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.curve import CurveServer, server_keys
 from dranspose_fast.runtime.local_hop import LocalHop, boot_id
 from dranspose_fast.runtime.metrics import ComponentMetrics, MetricsServer
-from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControllerUpdate, Keys
+from dranspose_fast.runtime.redis_messages import (
+    AssignmentBatch,
+    ControllerUpdate,
+    Joined,
+    Keys,
+    decode_entry,
+)
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import IngesterSettings
 
@@ -120,6 +128,7 @@ class Ingester(Service):
         state = IngesterStatus(
             name=settings.ingester_name, url=settings.ingester_url,
             streams=list(settings.ingester_streams),
+            retention_events=settings.retention_events,
         )
         super().__init__(state, settings)
         self.state: IngesterStatus
@@ -198,6 +207,8 @@ class Ingester(Service):
         self._links = WorkerLinks(router, self.counters, self.log,
                                   takeover_after=4 * self.settings.config_interval,
                                   authenticated=self._curve is not None)
+        kept = self._ingester_settings
+        self._links.retention = Retention(kept.retention_events, kept.retention_bytes)
         self._open_local_hop(self._links)
         self._loop_thread = threading.Thread(
             target=self._data_loop, name=f"{self.state.name}-data", daemon=True)
@@ -275,12 +286,15 @@ class Ingester(Service):
     def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
             try:
-                batch = AssignmentBatch.decode(fields)
+                entry = decode_entry(fields)
             except (KeyError, ValueError) as exc:
                 key = Keys.assigned(uid)
                 self._commands.post(BadAssignment(f"assignment entry {entry_id!r} of {key}: {exc}"))
                 continue
-            self._commands.post(Assign(uid, batch))
+            if isinstance(entry, AssignmentBatch):
+                self._commands.post(Assign(uid, entry))
+            elif not isinstance(entry, Joined):
+                self._commands.post(Control(uid, entry))
 
     # === data loop ===
 
@@ -307,7 +321,7 @@ class Ingester(Service):
                         polled[sock].fill()
                 scan = self._scan
                 routed = 0
-                if scan is not None and scan.pending:
+                if scan is not None and scan.pending and not links.retention.full():
                     routed = route(scan, links, self.counters, self.log)
                 if links.queues:
                     links.flush_all()
@@ -324,6 +338,8 @@ class Ingester(Service):
         self, poller: zmq.Poller, polled: dict[zmq.Socket[Any], UpstreamSource]
     ) -> None:
         rows = self._scan is not None and bool(self._scan.pending)
+        if rows and self._links is not None and self._links.retention.full():
+            rows = False  # back-pressure: the upstream queues until releases come
         wanted = {src.socket: src for src in self._upstreams.values()
                   if src.socket is not None and src.wants_poll(rows)}
         for sock in [s for s in polled if s not in wanted]:
@@ -344,6 +360,10 @@ class Ingester(Service):
                     self._begin_scan(update)
                 case FinishScan(uid, reason):
                     self._finish_scan(uid, reason)
+                case Control(uid, entry):
+                    scan = self._scan
+                    if scan is not None and scan.uuid == uid and self._links is not None:
+                        apply_control(scan, self._links, entry, self.log)
                 case BadAssignment(message):
                     self.counters.bad_assignments += 1
                     self.log.error("ignored %s", message)
@@ -443,8 +463,10 @@ class Ingester(Service):
             if isinstance(src, GeneratorSource) and src.items:
                 self.counters.discarded_outside_scan += len(src.items)
                 src.items.clear()
-        if self._links is not None and self._links.queues:
-            self._links.drop_all(reason)
+        if self._links is not None:
+            if self._links.queues:
+                self._links.drop_all(reason)
+            self._links.retention.clear()
         self._scan = None
 
     def _finish_scan(self, mapping_uuid: uuid.UUID, reason: str) -> None:
@@ -453,6 +475,8 @@ class Ingester(Service):
             return
         scan.finished = True
         self._close_scan(scan, reason)
+        if self._links is not None:
+            self._links.retention.clear()  # a finished scan's events are all released
         self.log.info("scan %s finished (%s)", mapping_uuid, reason)
 
     def _close_scan(self, scan: ScanState, reason: str) -> None:
@@ -475,27 +499,8 @@ class Ingester(Service):
         scan = self._scan
         if scan is None or scan.uuid != mapping_uuid or scan.finished or not scan.sources:
             return
-        if batch.present.shape[1] != len(scan.columns):
-            self.counters.bad_assignments += 1
-            self.log.error("assignment batch at event %d has %d streams, the mapping %d; ignored",
-                           batch.first_event, batch.present.shape[1], len(scan.columns))
-            return
-        skip = 0
-        expected = scan.next_event
-        if expected is not None and batch.first_event != expected:
-            if batch.first_event < expected:
-                skip = min(expected - batch.first_event, batch.count)
-                self.log.warning("assignment batch repeats events %d..%d; skipped",
-                                 batch.first_event, batch.first_event + skip - 1)
-            else:
-                self.counters.bad_assignments += 1
-                self.log.error("assignments for events %d..%d are missing",
-                               expected, batch.first_event - 1)
-        scan.next_event = max(expected or 0, batch.first_event + batch.count)
-        if skip >= batch.count:
-            return
-        pb = PendingBatch(batch, scan.own_cols, skip)
-        if not pb.remaining():
+        pb = accept(scan, batch, self.counters, self.log)
+        if pb is None:
             return
         for k, (_col, src) in enumerate(scan.sources):
             if isinstance(src, GeneratorSource):
@@ -539,10 +544,15 @@ class Ingester(Service):
     def counter_values(self) -> IngesterCounters:
         """The counters now (data loop and source thread summed)."""
         own, src = self.counters.as_dict(), self._source_counters.as_dict()
-        values = {k: own[k] + src[k] for k in own}
+        values: dict[str, Any] = {k: own[k] + src[k] for k in own}
         links = self._links
         values["queued_for_absent_workers"] = links.queued_events if links is not None else 0
         values["refused_peers"] = self._curve.refused if self._curve is not None else 0
+        if links is not None:
+            kept = links.retention
+            values.update(retained_events=kept.events, retained_bytes=kept.nbytes,
+                          released_events=kept.released, resent_events=kept.resent,
+                          retention_blocked_seconds=kept.blocked_seconds)
         return IngesterCounters(**values)
 
     def metric_values(self) -> dict[str, float]:

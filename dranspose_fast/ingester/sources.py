@@ -106,6 +106,14 @@ class IngesterCounters(Counters):
     queued_for_absent_workers: int = 0
     #: Handshakes refused on the ROUTER by CURVE: no CURVE, wrong keys, a key not allowed.
     refused_peers: int = 0
+    #: The retention window now (gauges): events and bytes sent and not yet released.
+    retained_events: int = 0
+    retained_bytes: int = 0
+    #: Totals: events released, events resent to a worker that took over a lost one's, and
+    #: the time routing waited for releases with the window full.
+    released_events: int = 0
+    resent_events: int = 0
+    retention_blocked_seconds: float = 0.0
 
 
 def log_sparsely(log: logging.Logger, count: int, msg: str, *args: object) -> None:

@@ -57,7 +57,7 @@ from dranspose_fast.runtime.metrics import (
 )
 from dranspose_fast.runtime.redis_messages import ControllerUpdate, Keys, ReducedMessage
 from dranspose_fast.runtime.service import Service
-from dranspose_fast.runtime.settings import ReducerSettings, RestSettings
+from dranspose_fast.runtime.settings import RETENTION_MAX_EVENTS, ReducerSettings, RestSettings
 from dranspose_fast.runtime.usercode import (
     Parameters,
     ReducerHost,
@@ -75,6 +75,33 @@ POLL_MS = 20
 MAX_HELD = 10_000
 RECV_BURST = 256
 DECODE_ERRORS = (ValueError, TypeError, IndexError, msgspec.MsgspecError)
+#: Events behind a worker's latest result within which a second result of the same event
+#: (and origin) is recognised; retention never resends older ones
+#: (``DFAST_RETENTION_EVENTS`` <= ``settings.RETENTION_MAX_EVENTS``, the same number).
+DEDUP_SPAN = RETENTION_MAX_EVENTS
+
+
+class SeenEvents:
+    """The events one origin sent results for, the last ``DEDUP_SPAN`` of them."""
+
+    __slots__ = ("events", "top")
+
+    def __init__(self) -> None:
+        self.events: set[int] = set()
+        self.top = -1
+
+    def add(self, evn: int) -> bool:
+        """False if ``evn`` was seen already."""
+        events = self.events
+        if evn in events:
+            return False
+        events.add(evn)
+        if evn > self.top:
+            self.top = evn
+            if len(events) > 2 * DEDUP_SPAN:
+                low = evn - DEDUP_SPAN
+                self.events = {e for e in events if e > low}
+        return True
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -88,6 +115,9 @@ class ReducerServiceState(ReducerState):
     last_error: str | None = None
     malformed_batches: int = 0
     undecodable_results: int = 0
+    #: Results of an event a lost worker was rebound from that arrived a second time (from
+    #: the lost worker and from its successor): the first is reduced, these are not.
+    duplicate_results: int = 0
     dropped_old_scan: int = 0
     held_results: int = 0
     dropped_held_overflow: int = 0
@@ -151,7 +181,9 @@ class Reducer(Service):
         self._held: dict[uuid.UUID, list[list[Any]]] = {}
         self._nheld = 0
         self._done = {"results": 0, "errors": 0, "timer_errors": 0}
-        self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0, "bytes": 0}
+        self._counts = {"malformed": 0, "undecodable": 0, "old": 0, "overflow": 0, "bytes": 0,
+                        "duplicates": 0}
+        self._seen: dict[str, SeenEvents] = {}  # by origin worker (reduced once each)
         self._dirty = False
         self._last_reduced = 0.0
         self._messages = 0
@@ -248,6 +280,7 @@ class Reducer(Service):
         self._scan_uuid = uid
         self._finished = finished
         self._dirty = False
+        self._seen = {}
         self.host = self._make_host(params)
         if not finished:
             self.host.start_timer()
@@ -332,12 +365,20 @@ class Reducer(Service):
         if host is None:
             return
         try:
-            worker, phash, arrival, results = dataplane.decode_result_batch(frames)
+            worker, phash, arrival, origin, results = dataplane.decode_result_batch(frames)
         except DECODE_ERRORS as exc:
             self._counts["malformed"] += 1
             self.log.error("reducer: dropped a malformed result batch: %s", exc)
             return
+        seen = self._seen.get(origin or worker)
+        if seen is None:
+            seen = self._seen[origin or worker] = SeenEvents()
         for evn, payload in results:
+            if not seen.add(evn):  # a lost worker's event, reduced once already
+                self._counts["duplicates"] += 1
+                per_worker = host.counters.per_worker
+                per_worker[worker] = per_worker.get(worker, 0) + 1  # handled: the scan can end
+                continue
             try:
                 value = dataplane.decode_result(payload, self.result_classes)
             except Exception as exc:
@@ -391,6 +432,7 @@ class Reducer(Service):
             st.last_error = (cur.last_error or None) if cur else None
             st.malformed_batches = self._counts["malformed"]
             st.undecodable_results = self._counts["undecodable"]
+            st.duplicate_results = self._counts["duplicates"]
             st.dropped_old_scan = self._counts["old"]
             st.held_results = self._nheld
             st.dropped_held_overflow = self._counts["overflow"]

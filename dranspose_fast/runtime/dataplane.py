@@ -45,6 +45,7 @@ from dranspose_fast.helpers.safe_pickle import AllowList
 ZERO_COPY_THRESHOLD = zmq.COPY_THRESHOLD
 
 EVENTS = b"E"
+REBOUND = b"B"
 RESULTS = b"R"
 HELLO = b"H"
 PARAMETERS = b"P"
@@ -57,7 +58,8 @@ NO_SCAN = uuid.UUID(int=0)
 
 _meta_encoder = msgspec.msgpack.Encoder()
 _streams_decoder = msgspec.msgpack.Decoder(list[tuple[str, str]])
-_result_meta_decoder = msgspec.msgpack.Decoder(tuple[str, str | None, float | None])
+_result_meta_decoder = msgspec.msgpack.Decoder(
+    tuple[str, str | None, float | None, str | None])
 #: The arrival stamp that starts an event batch's ``meta`` frame (docs/metrics.md: latency).
 _stamp = struct.Struct("<d")
 
@@ -93,6 +95,19 @@ def event_frames(meta: bytes, index: Any, payload: Any, externals: Sequence[Any]
     """An event batch from what a compiled packer returned (``_batch.pack``, ``_route``),
     stamped with the time now (the frames were read from upstream in this loop pass)."""
     return [EVENTS, _stamp.pack(time.time()) + meta, index, payload, *externals]
+
+
+def rebound_frames(key: str, origin: str, frames: list[Any]) -> list[Any]:
+    """An event batch resent to the worker that took over ``key`` (first bound to the lost
+    worker ``origin``): ``[b"B", key, origin, *event batch]``."""
+    return [REBOUND, key.encode(), origin.encode(), *frames]
+
+
+def split_rebound(frames: Sequence[Any]) -> tuple[str, str, Sequence[Any]]:
+    """``(key, origin, event batch)`` of a ``rebound_frames`` message."""
+    if len(frames) < 7 or _bytes(frames[0]) != REBOUND:
+        raise _batch.BatchFormatError(f"not a rebound event batch: {len(frames)} frames")
+    return _bytes(frames[1]).decode(), _bytes(frames[2]).decode(), frames[3:]
 
 
 def encode_events(events: Sequence[PartialEvent]) -> list[Any]:
@@ -146,15 +161,17 @@ def encode_results(
     results: Sequence[tuple[int, bytes]],
     scan: uuid.UUID = NO_SCAN,
     arrival: float | None = None,
+    origin: str | None = None,
 ) -> list[bytes]:
     """A result batch of ``worker`` for the scan ``scan``: ``(event_number, pickle)`` pairs.
 
     ``arrival`` is the ingester's stamp the reducer measures latency from (not finite or
-    ``None``: no stamp).
+    ``None``: no stamp). ``origin`` names the lost worker whose events these results are
+    of (resent to ``worker``): the reducer takes one result per (event, origin).
     """
     index, payload = _batch.pack_results(list(results))
     stamp = arrival if arrival is not None and math.isfinite(arrival) else None
-    return [RESULTS, _meta_encoder.encode((worker, parameters_hash, stamp)), index, payload,
+    return [RESULTS, _meta_encoder.encode((worker, parameters_hash, stamp, origin)), index, payload,
             scan.bytes]
 
 
@@ -169,17 +186,18 @@ def result_scan(frames: Sequence[Any]) -> uuid.UUID:
 
 def decode_results(frames: Sequence[Any]) -> tuple[str, str | None, list[tuple[int, Any]]]:
     """``(worker, parameters_hash, [(event_number, pickle), ...])`` of a result batch."""
-    worker, phash, _arrival, results = decode_result_batch(frames)
+    worker, phash, _arrival, _origin, results = decode_result_batch(frames)
     return worker, phash, results
 
 
 def decode_result_batch(
     frames: Sequence[Any],
-) -> tuple[str, str | None, float | None, list[tuple[int, Any]]]:
-    """``(worker, parameters_hash, arrival, results)``: ``decode_results`` with the stamp."""
+) -> tuple[str, str | None, float | None, str | None, list[tuple[int, Any]]]:
+    """``(worker, parameters_hash, arrival, origin, results)``: ``decode_results`` with the
+    stamp and the origin."""
     result_scan(frames)
-    worker, phash, arrival = _result_meta_decoder.decode(_bytes(frames[1]))
-    return worker, phash, arrival, _batch.unpack_results(frames[2], frames[3])
+    worker, phash, arrival, origin = _result_meta_decoder.decode(_bytes(frames[1]))
+    return worker, phash, arrival, origin, _batch.unpack_results(frames[2], frames[3])
 
 
 #: Appended to the message of a refused result: where its class is allowed.

@@ -108,6 +108,16 @@ INGESTER: dict[str, Spec] = {
                           "Upstream messages read and not routed yet."),
     "connected_workers": _g("dranspose_ingester_connected_workers",
                             "Workers that said hello in the last four config intervals."),
+    "retained_events": _g("dranspose_ingester_events_retained",
+                          "Events sent and kept until released (processed and reduced)."),
+    "retained_bytes": _g("dranspose_ingester_retained_bytes",
+                         "Bytes of the event batches kept until released."),
+    "released_events": _c("dranspose_ingester_events_released_total",
+                          "Retained events released (processed and reduced)."),
+    "resent_events": _c("dranspose_ingester_events_resent_total",
+                        "Retained events resent to the worker that took over a lost one's."),
+    "retention_blocked_seconds": _c("dranspose_ingester_retention_blocked_seconds_total",
+                               "Time routing waited for releases with the retention full."),
 }
 #: What every upstream message the ingester took in became (their sum is ``frames_received``).
 INGESTER_OUTCOMES = ("forwarded", "discarded_by_map", "discarded_outside_scan", "malformed",
@@ -169,6 +179,8 @@ REDUCER: dict[str, Spec] = {
     "timer_errors": _c("dranspose_reducer_timer_errors_total", "Exceptions raised by timer."),
     "class_errors": _c("dranspose_reducer_class_errors_total",
                        "Failures to load or construct the reducer class."),
+    "duplicate_results": _c("dranspose_reducer_duplicate_results_total",
+                            "Second results of one event of a lost worker (not reduced)."),
     "held_results": _g("dranspose_reducer_held_result_batches",
                        "Result batches of a scan not announced yet, held until it is."),
 }

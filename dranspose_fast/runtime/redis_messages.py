@@ -92,6 +92,12 @@ class CreditMessage(msgspec.Struct, frozen=True):
     processed: int
     results: int
     errors: int = 0
+    #: The worker process's service uuid: another one under the same name is a restart.
+    service: str = ""
+    #: Per delivery key the worker holds (its own name, and keys rebound to it): every
+    #: delivery of that key below this event is processed and its result counted in
+    #: ``results`` (docs/protocol.md, "Retention and rebinding").
+    done: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ReducedMessage(msgspec.Struct, frozen=True):
@@ -101,7 +107,62 @@ class ReducedMessage(msgspec.Struct, frozen=True):
     errors: int = 0
 
 
+# === control entries of the assignment stream (field ``c``; batches use ``b`` and ``w``) ===
+
+
+class Joined(msgspec.Struct, frozen=True, tag="joined"):
+    """The controller registered the worker process ``service`` as ``worker``: assignments
+    to that name before this entry were for an earlier process of the same name."""
+
+    worker: str
+    service: str
+
+
+class Rebind(msgspec.Struct, frozen=True, tag="rebind"):
+    """The unreleased deliveries of ``key`` (held by ``holder``, which is gone) continue as
+    ``new_key`` on ``target``: ingesters resend them from retention, ``target`` expects them.
+
+    ``origin`` is the worker they were first bound to; ``events`` and ``counts`` (the streams
+    of each, over all ingesters) list the deliveries, in event order.
+    """
+
+    key: str
+    holder: str
+    new_key: str
+    origin: str
+    target: str
+    events: list[int]
+    counts: list[int]
+
+
+class Release(msgspec.Struct, frozen=True, tag="release"):
+    """Deliveries of each key below the event given are processed and reduced: ingesters
+    free what they retained of them."""
+
+    below: dict[str, int]
+
+
+ControlEntry = Joined | Rebind | Release
+
+
+def encode_control(entry: ControlEntry) -> dict[str, bytes]:
+    """The fields of an assignment-stream entry holding ``entry``."""
+    return {"c": credit_encoder.encode(entry)}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> AssignmentBatch | ControlEntry:
+    """An assignment-stream entry: a batch or a control entry (``ValueError`` if neither)."""
+    control = fields.get(b"c")
+    if control is None:
+        return AssignmentBatch.decode(fields)
+    try:
+        return _control_decoder.decode(control)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise ValueError(f"bad control entry: {exc}") from None
+
+
 credit_encoder = msgspec.msgpack.Encoder()
+_control_decoder = msgspec.msgpack.Decoder(ControlEntry)
 credit_decoder = msgspec.msgpack.Decoder(CreditMessage)
 reduced_decoder = msgspec.msgpack.Decoder(ReducedMessage)
 

@@ -189,6 +189,13 @@ class DistributedSettings(CurveSettings):
         return None
 
 
+#: Bounds of ``DFAST_RETENTION_EVENTS`` when it is not 0: at least one default credit window;
+#: at most the span of events behind a worker's latest result in which the reducer drops
+#: duplicates (``reducer.service.DEDUP_SPAN``).
+RETENTION_MIN_EVENTS = 256
+RETENTION_MAX_EVENTS = 1 << 17
+
+
 def random_worker_name() -> WorkerName:
     suffix = "".join(random.choices(string.ascii_letters, k=10))
     return WorkerName(f"Worker-{socket.gethostname()}-{suffix}")
@@ -256,7 +263,29 @@ class IngesterSettings(DistributedSettings):
     ingester_io_threads: int = Field(
         2, ge=1, le=64, validation_alias=AliasChoices("dfast_ingester_io_threads"))
 
+    #: ``DFAST_RETENTION_EVENTS``: events the ingester keeps after sending them, until they
+    #: are processed and reduced, so a lost worker's events can be resent (docs/protocol.md);
+    #: 0: none. At most ``RETENTION_MAX_EVENTS``, the span the reducer checks for duplicates.
+    retention_events: int = Field(
+        65536, ge=0, le=RETENTION_MAX_EVENTS,
+        validation_alias=AliasChoices("dfast_retention_events"))
+    #: ``DFAST_RETENTION_BYTES``: the same window's bound in bytes; when either is reached the
+    #: ingester routes no more frames until some are released (back-pressure upstream).
+    retention_bytes: int = Field(
+        1 << 30, ge=0, validation_alias=AliasChoices("dfast_retention_bytes"))
+
     _bind = field_validator("ingester_bind", mode="before")(_check_bind)
+
+    @model_validator(mode="after")
+    def _retention_window(self) -> IngesterSettings:
+        if self.retention_events and self.retention_events < RETENTION_MIN_EVENTS:
+            raise ValueError(
+                f"DFAST_RETENTION_EVENTS={self.retention_events} is below "
+                f"{RETENTION_MIN_EVENTS} (one default credit window); 0 turns retention off")
+        if self.retention_events and self.retention_bytes < 1 << 20:
+            raise ValueError(f"DFAST_RETENTION_BYTES={self.retention_bytes} is below 1 MiB "
+                             "while retention is on (DFAST_RETENTION_EVENTS > 0)")
+        return self
 
     def bind_address(self) -> str:
         """The address the ROUTER binds (``bind_address``)."""

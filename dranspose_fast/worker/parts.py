@@ -19,12 +19,12 @@ import numpy as np
 from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.runtime.redis_messages import AssignmentBatch
+from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControlEntry, Joined, Rebind
 from dranspose_fast.runtime.usercode import WorkerHost
 
 __all__ = [
     "Assembler", "NoClass", "PartialEvent", "ScanState", "ServiceCounters",
-    "WorkerServiceState", "events_for",
+    "WorkerServiceState", "command_for", "events_for",
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
@@ -66,11 +66,28 @@ class EndScan:
 
 @dataclass(frozen=True, slots=True)
 class Assign:
-    """This worker's events of an assignment batch and the streams of each (assignments)."""
+    """This worker's events of an assignment batch (maybe none), the streams of each, and
+    the end of the batch: no later delivery is below it (assignments)."""
 
     mapping_uuid: uuid.UUID
     events: list[int]
     counts: list[int]
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedScan:
+    """The controller registered this process: assignments to its name count from here."""
+
+    mapping_uuid: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """A lost worker's deliveries rebound to this worker (assignments)."""
+
+    mapping_uuid: uuid.UUID
+    entry: Rebind
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +104,8 @@ class ReducerFound:
     reducer: ReducerState | None
 
 
-Command = (BeginScan | NewParameters | FinishScan | EndScan | Assign | IngestersFound
-           | ReducerFound)
+Command = (BeginScan | NewParameters | FinishScan | EndScan | Assign | JoinedScan | TakeOver
+           | IngestersFound | ReducerFound)
 
 
 class WorkerServiceState(WorkerState):
@@ -135,6 +152,7 @@ class Assembler:
         self.expected: dict[int, int] = {}
         self.pending: dict[int, dict[str, StreamData]] = {}
         self.duplicates = 0
+        self.stale = 0
 
     def expect(self, events: list[int], counts: list[int]) -> list[EventData]:
         """Record assignments; return the events whose data had already arrived in full."""
@@ -152,6 +170,18 @@ class Assembler:
     def waiting(self) -> int:
         """Events assigned or partly received but not complete."""
         return len(self.expected) + len(self.pending)
+
+    def done_below(self, upto: int) -> int:
+        """Every delivery below this is processed: the first one still expected, at most
+        ``upto`` (the end of the assignments read). Drops partials below it that no
+        assignment expects (sent to an earlier process of this name; resent to its
+        successor) and returns how many in ``stale``."""
+        done = min(min(self.expected, default=upto), upto)
+        stale = [evn for evn in self.pending if evn < done and evn not in self.expected]
+        for evn in stale:
+            del self.pending[evn]
+        self.stale += len(stale)
+        return done
 
 
 @dataclass
@@ -184,12 +214,18 @@ class ScanState:
     assembler: Assembler = field(default_factory=Assembler)
     syncing: bool = True
     finished: bool = False
+    #: The controller's ``Joined`` entry for this process was read: assignments count.
+    joined: bool = False
+    #: End of the last assignment batch read (no later delivery is below it).
+    assigned_upto: int = 0
     initial_granted: bool = False
     ungranted: int = 0
     first_ungranted: float = 0.0
     processed: int = 0
     results: int = 0
     out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
+    #: Results of events taken over from lost workers, by origin (sent apart, tagged).
+    rebound_out: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     #: Oldest ingester stamp of the event batches received since the last result batch, and
     #: the stamp that batch carried.
     arrival: float = math.inf
@@ -203,20 +239,30 @@ class ScanState:
         return self.sent_arrival
 
 
-def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]] | None:
+def command_for(uid: uuid.UUID, entry: AssignmentBatch | ControlEntry, name: str,
+                service: str) -> Command | None:
+    """What the data thread of worker ``name`` (process ``service``) must do with an entry
+    of the scan ``uid``'s assignment stream (``ValueError`` for a batch it cannot read)."""
+    if isinstance(entry, AssignmentBatch):
+        return Assign(uid, *events_for(entry, name), entry.first_event + entry.count)
+    if isinstance(entry, Joined) and entry.worker == name and entry.service == service:
+        return JoinedScan(uid)
+    if isinstance(entry, Rebind) and entry.target == name:
+        return TakeOver(uid, entry)
+    return None
+
+
+def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]]:
     """The events of ``batch`` that ``name`` gets and how many streams each carries.
 
-    Returns None when the worker gets nothing. Raises ``ValueError`` when its slot does not
-    fit the 64-bit masks.
+    Raises ``ValueError`` when its slot does not fit the 64-bit masks.
     """
     if name not in batch.workers:
-        return None
+        return [], []
     slot = batch.workers.index(name)
     if slot >= 64:
         raise ValueError(f"worker {name!r} has slot {slot}, which does not fit a 64-bit mask")
     bits = (batch.masks >> np.uint64(slot)) & np.uint64(1)
     counts = (bits.astype(bool) & (batch.present != 0)).sum(axis=1)
     rows = np.flatnonzero(counts)
-    if not rows.size:
-        return None
     return (rows + batch.first_event).tolist(), counts[rows].tolist()

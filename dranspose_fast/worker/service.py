@@ -1,39 +1,24 @@
 """The networked worker: partial events from ingesters → ``process_event`` → results to the reducer.
 
-Threads (no asyncio): the **data thread** owns every ZeroMQ socket (one DEALER per
-ingester, the PUSH to the reducer, the socket of its ``CommandQueue``) and does all per-event work:
-assembling partial events, calling user code, packing results, granting credits. The
-*discovery* thread SCANs ingester configs and reads the reducer's; the *assignments* thread
-follows ``dfast:assigned:{uuid}`` from entry 0 and posts, per entry, which events this worker
-gets and how many streams each carries. Both post commands to the data thread, which is the
-only one that touches scan state, so no lock is taken per event.
-
-An event is complete when it holds as many streams as the assignment gives this worker
-(each ingester sends only the streams it owns, so this is "one partial per ingester"); data
-may arrive before or after its assignment.
+Threads (no asyncio): the **data thread** owns every ZeroMQ socket (a DEALER per ingester,
+the PUSH to the reducer, its ``CommandQueue``) and does all per-event work: assembly, user
+code, packing results, credits. The *discovery* thread reads ingester and reducer configs;
+the *assignments* thread follows ``dfast:assigned:{uuid}`` from entry 0 and posts commands
+(``parts.command_for``), so only the data thread touches scan state and no lock is taken
+per event. An event is complete when it holds as many streams as the assignment gives this
+worker; data may arrive before or after its assignment.
 
 Scan changes: the data thread ends the old scan, drains the DEALERs, builds a fresh user
-instance (``context`` persists) and publishes the new ``mapping_uuid``. It grants its first
-credits only once every known ingester reports the new ``mapping_uuid`` (or after
-``config_ttl``): no event of the new scan can be routed to it before that, so batches received
-in between are the old scan's leftovers and are dropped and counted (``dropped_old_scan``).
+instance (``context`` persists) and grants its first credits only once every known ingester
+reports the new ``mapping_uuid`` (or after ``config_ttl``); batches received before are the
+old scan's leftovers, dropped and counted (``dropped_old_scan``). Credits (docs/protocol.md):
+``credit_window`` first, then the events processed, in steps of ``credit_window/4``, after
+``CREDIT_IDLE`` idle or ``CREDIT_MAX_AGE`` at the latest, each with the done-marks that
+release retained frames (``worker.takeover``, which also holds a lost worker's events this
+one took over).
 
-Credits (docs/protocol.md): ``credit_window`` at the start of a scan, then the events
-processed, granted when ``credit_window/4`` have accumulated, after ``CREDIT_IDLE`` without a
-new batch, or at the latest ``CREDIT_MAX_AGE`` after the first ungranted event. The XADDs
-go out from the credit thread (``peers.CreditSender``); the data thread only posts.
-
-Results: every result of one pass of the loop (all batches the ready sockets held, at most
-``RECV_BURST`` each) leaves as one message when the pass ends: batched when batches queue
-up, and never held back waiting for more.
-
-Heap: the objects that exist when the worker starts (imports, the user's class) are moved out
-of the cyclic collector's sight (``gc.freeze``), so full collections of that large heap do
-not stall the data path (they showed as ~10 % of a worker's CPU at 1 MiB frames, each a
-pause of tens of ms). Not repeated per scan: a full collection costs ~30 ms of CPU.
-
-Result messages carry the scan's mapping uuid (``dataplane.encode_results``), so the reducer
-drops results of an old scan.
+Results of one loop pass (at most ``RECV_BURST`` batches per socket) leave as one message
+when the pass ends, with the scan's mapping uuid (the reducer drops an old scan's).
 """
 
 from __future__ import annotations
@@ -59,10 +44,10 @@ from dranspose_fast.runtime.heap import settle_heap
 from dranspose_fast.runtime.memory import replace_parameters, trim_after
 from dranspose_fast.runtime.metrics import ComponentMetrics, DutyCycle, MetricsServer, numbers
 from dranspose_fast.runtime.redis_messages import (
-    AssignmentBatch,
     ControllerUpdate,
     CreditMessage,
     Keys,
+    decode_entry,
 )
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import WorkerSettings
@@ -82,15 +67,18 @@ from dranspose_fast.worker.parts import (
     EndScan,
     FinishScan,
     IngestersFound,
+    JoinedScan,
     NewParameters,
     NoClass,
     ReducerFound,
     ScanState,
     ServiceCounters,
+    TakeOver,
     WorkerServiceState,
-    events_for,
+    command_for,
 )
 from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
+from dranspose_fast.worker.takeover import Takeovers
 
 __all__ = ["RedisException", "Worker"]
 
@@ -135,6 +123,8 @@ class Worker(Service):
         self.peers = Peers(self.ctx, self.name, state.service_uuid, self._poller,
                            client_keys(self.worker_settings), self.worker_settings.local_hop)
         self.credits = CreditSender(self.redis, self.name)
+        self._service = str(state.service_uuid)
+        self._takeovers = Takeovers()  # the keys taken over from lost workers (this scan)
         self._scan: ScanState | None = None
         self._last_host: WorkerHost | None = None
         self._last_batch = 0.0
@@ -267,7 +257,7 @@ class Worker(Service):
             for dealer in self.peers.ready(ready):
                 got = self._receive(dealer) or got
             scan = self._scan
-            if scan is not None and scan.out:
+            if scan is not None and (scan.out or scan.rebound_out):
                 self._send_results(scan)
             now = time.monotonic()
             if got:
@@ -292,8 +282,16 @@ class Worker(Service):
         """Every command posted since the last pass: the one dispatch of the data thread."""
         for command in self._commands.drain():
             match command:
-                case Assign(uid, events, counts):
-                    self._on_assignment(uid, events, counts)
+                case Assign(uid, events, counts, end):
+                    self._on_assignment(uid, events, counts, end)
+                case JoinedScan(uid):
+                    if self._scan is not None and self._scan.uuid == uid:
+                        self._scan.joined = True
+                case TakeOver(uid, entry):
+                    scan = self._scan
+                    if scan is not None and scan.uuid == uid and not scan.finished:
+                        for origin, taken in self._takeovers.rebind(entry):
+                            self._process(scan, taken, origin)
                 case IngestersFound(found):
                     self._on_ingesters(found)
                 case ReducerFound(reducer):
@@ -344,6 +342,9 @@ class Worker(Service):
         self._counters.batches += 1
         self._counters.bytes_received += dataplane.message_bytes(frames)
         try:
+            if dataplane.kind(frames) == dataplane.REBOUND:
+                self._on_rebound(scan, frames)
+                return
             arrival, events = dataplane.decode_event_batch(frames)
         except DECODE_ERRORS as exc:
             self._counters.malformed += 1
@@ -357,17 +358,31 @@ class Worker(Service):
         if ready:
             self._process(scan, ready)
 
-    def _on_assignment(self, uid: uuid.UUID, events: list[int], counts: list[int]) -> None:
+    def _on_rebound(self, scan: ScanState, frames: list[Any]) -> None:
+        """Frames of a lost worker's events, resent to this one (``worker.takeover``)."""
+        key, origin, inner = dataplane.split_rebound(frames)
+        arrival, events = dataplane.decode_event_batch(inner)
+        scan.arrival = min(scan.arrival, arrival)
+        ready = self._takeovers.add(key, events)
+        if ready:
+            self._process(scan, ready, origin)
+
+    def _on_assignment(self, uid: uuid.UUID, events: list[int], counts: list[int],
+                       end: int) -> None:
         scan = self._scan
         if scan is None or scan.uuid != uid or scan.finished:
             return
+        scan.assigned_upto = max(scan.assigned_upto, end)
+        if not scan.joined or not events:
+            return  # before this process joined, the name's events were another process's
         ready = scan.assembler.expect(events, counts)
         if ready:
             self._process(scan, ready)
 
-    def _process(self, scan: ScanState, ready: list[EventData]) -> None:
+    def _process(self, scan: ScanState, ready: list[EventData], origin: str | None = None,
+                 ) -> None:
         process = scan.host.process
-        results = scan.out
+        results = scan.out if origin is None else scan.rebound_out.setdefault(origin, [])
         for event in ready:
             out = process(event)
             if out is not None:
@@ -390,15 +405,22 @@ class Worker(Service):
             self._grant(scan)
 
     def _send_results(self, scan: ScanState) -> None:
+        if scan.rebound_out:
+            for origin, results in scan.rebound_out.items():
+                self._send_batch(scan, results, origin)
+            scan.rebound_out = {}
         results = scan.out
-        if not results:
-            return
-        scan.out = []
+        if results:
+            scan.out = []
+            self._send_batch(scan, results, None)
+
+    def _send_batch(self, scan: ScanState, results: list[tuple[int, bytes]],
+                    origin: str | None) -> None:
         scan.results += len(results)
         self._counters.results += len(results)
         self._counters.result_messages += 1
         self.peers.send_results(dataplane.encode_results(
-            self.name, scan.phash, results, scan.uuid, scan.take_arrival()))
+            self.name, scan.phash, results, scan.uuid, scan.take_arrival(), origin))
 
     def _grant(self, scan: ScanState) -> None:
         first = not scan.initial_granted
@@ -413,9 +435,12 @@ class Worker(Service):
         else:
             return
         self._send_results(scan)  # the totals below count them as sent
+        done = self._takeovers.done()
+        if scan.joined:
+            done[self.name] = scan.assembler.done_below(scan.assigned_upto)
         msg = CreditMessage(
             worker=self.name, granted=granted, processed=scan.processed, results=scan.results,
-            errors=scan.host.counters.errors,
+            errors=scan.host.counters.errors, service=self._service, done=done,
         )
         self.credits.post(scan.credit_key, msg, first=first)
         self._counters.credits_granted += granted
@@ -451,6 +476,7 @@ class Worker(Service):
             self._end_scan(old)
         self._counters.old_scan += self.peers.drain()
         self._scan = None
+        self._takeovers = Takeovers()
         if not finished:
             host = self._make_host(uid, params)
             self._scan = ScanState(
@@ -538,14 +564,14 @@ class Worker(Service):
     def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
             try:
-                mine = events_for(AssignmentBatch.decode(fields), self.name)
+                command = command_for(uid, decode_entry(fields), self.name, self._service)
             except (ValueError, KeyError, TypeError) as exc:
                 self._counters.bad_assignments += 1
                 self.log.error("worker %s: ignored assignment entry %r of scan %s: %s",
                                self.name, entry_id, uid, exc)
                 continue
-            if mine is not None:
-                self._commands.post(Assign(uid, *mine))
+            if command is not None:
+                self._commands.post(command)
 
     # === published state ===
 
