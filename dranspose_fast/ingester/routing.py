@@ -10,8 +10,8 @@ the sources it reads are in ``sources``.
   retains them until released.
 * ``route`` consumes head rows while every needed message is ready and sends each worker one
   packed batch per round: frames are never held back waiting for more.
-* ``BeginScan``, ``FinishScan``, ``Assign``, ``Control``, ``BadAssignment``: the commands other threads post
-  to the data loop (``runtime.commands.CommandQueue``).
+* ``BeginScan``, ``FinishScan``, ``Assign``, ``Control``, ``BadAssignment``: the commands
+  other threads post to the data loop (``runtime.commands.CommandQueue``).
 """
 
 from __future__ import annotations
