@@ -22,8 +22,8 @@ __all__ = [
     "GENERIC_WORKER", "BuildGitMeta", "ConnectedWorker", "DistributedState",
     "DistributedStateEnum", "EnsembleState", "EventNumber", "HashDigest", "IngesterName",
     "IngesterState", "MappingName", "ParameterName", "ProtocolException", "ReducerState",
-    "StreamName", "VirtualConstraint", "VirtualWorker", "WorkAssignment", "WorkAssignmentList",
-    "WorkParameter", "WorkerName", "WorkerState", "WorkerTag", "ZmqUrl",
+    "ResumedStream", "StreamName", "VirtualConstraint", "VirtualWorker", "WorkAssignment",
+    "WorkAssignmentList", "WorkParameter", "WorkerName", "WorkerState", "WorkerTag", "ZmqUrl",
 ]
 
 ZmqUrl = Annotated[Url, UrlConstraints(allowed_schemes=["tcp", "ipc", "inproc"])]
@@ -117,6 +117,18 @@ class ConnectedWorker(BaseModel):
     last_seen: float = Field(default_factory=time.time)
 
 
+class ResumedStream(BaseModel):
+    """A stream a restarted ingester resumed mid-scan (docs/protocol.md, "Ingester resume")."""
+
+    mapping_uuid: UUID4
+    #: Rows of the stream filled with lost placeholders: the ones the ingester's previous
+    #: process took from upstream (delivered, or lost with it; the workers count which).
+    skipped: int
+    #: True: the position came from the protocol's own frame numbers, the loss is exact.
+    #: False: the protocol has none; the position is the last one saved, the loss unknown.
+    exact: bool
+
+
 class IngesterState(DistributedState):
     name: IngesterName
     url: ZmqUrl
@@ -131,6 +143,8 @@ class IngesterState(DistributedState):
     #: Events the ingester keeps after sending them until they are released (0: it keeps
     #: none, and a lost worker's events cannot be resent; docs/protocol.md).
     retention_events: int = 0
+    #: Streams resumed after a restart of this ingester, in the scan it joined.
+    resumed: dict[StreamName, ResumedStream] = {}
 
 
 class WorkerState(DistributedState):

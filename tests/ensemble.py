@@ -91,9 +91,9 @@ class Ensemble:
         self.reducer_url = f"http://127.0.0.1:{port}"
 
     def worker(self, name: str, cls: str | None = "tests.e2e_classes:RecordWorker",
-               tags: list[str] | None = None) -> None:
+               tags: list[str] | None = None, **env: str) -> None:
         args = ["worker", "-n", name] + (["-c", cls] if cls else [])
-        self.spawn(name, args, WORKER_TAGS=json.dumps(tags or ["generic"]))
+        self.spawn(name, args, WORKER_TAGS=json.dumps(tags or ["generic"]), **env)
 
     def ingester(self, stream: str, upstream: str, cls: str = "ZmqPullSingleIngester",
                  name: str | None = None, **env: str) -> None:

@@ -46,6 +46,19 @@ class LostWorker(BaseModel):
     rebound_to: str | None = None
 
 
+class UpstreamLoss(BaseModel):
+    """Events of one stream lost in an ingester restart (docs/protocol.md, "Ingester resume").
+
+    ``events`` counts the events the workers dropped because a placeholder stood for the
+    stream's frame; ``exact`` is false when the protocol has no frame numbers: the resumed
+    position was the last one saved, so frames after it may have been lost uncounted.
+    """
+
+    events: int
+    first_events: list[int]
+    exact: bool = True
+
+
 class Binding(BaseModel):
     part: str
     instance: int
@@ -95,6 +108,8 @@ class Status(BaseModel):
     recent_events: list[RecentEvent] = []
     #: Set while the scan has events pending and made no progress for ``stall_timeout``.
     stalled: StallReport | None = None
+    #: Per stream, events lost because an ingester restarted mid-scan.
+    lost_upstream: dict[str, UpstreamLoss] = {}
     #: Workers that take no events: their class failed to load or start (name: the error).
     not_ready_workers: dict[str, str] = {}
 

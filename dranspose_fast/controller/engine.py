@@ -291,6 +291,8 @@ class Controller(ParameterStore, Lifecycle):
                 raise RequestError(400, f"cannot use the workers: {exc}") from None
             scan.reducer_uuid = cfg.reducer.service_uuid if cfg.reducer is not None else None
             scan.retention = retention_on(cfg.ingesters)
+            scan.resumed.update({s: r.exact for ing in cfg.ingesters
+                                 for s, r in ing.resumed.items() if r.mapping_uuid == scan.uuid})
             scan.routed_at_start = {
                 i.name: int(full.counters.get(f"ingester:{i.name}", {}).get(
                     "counters.events_routed", 0)) for i in cfg.ingesters}
@@ -504,6 +506,8 @@ class Controller(ParameterStore, Lifecycle):
             if self.scan is not scan or scan.finished:
                 return
             scan.retention = retention_on(cfg.ingesters)
+            scan.resumed.update({s: r.exact for ing in cfg.ingesters
+                                 for s, r in ing.resumed.items() if r.mapping_uuid == scan.uuid})
             lose_expired_workers(scan, live, self.counters)
             if scan.unknown:
                 scan.adopt_unknown(cfg.tags_of)

@@ -30,6 +30,7 @@ from dranspose_fast.controller.answers import (
     ReducerStatus,
     StallReport,
     Status,
+    UpstreamLoss,
     WorkerLoad,
     WorkerStatus,
 )
@@ -204,6 +205,11 @@ class ScanState:
         self.next_release = 0.0  # when the controller may write the next release entry
         #: Service uuids of lost worker processes: their late credits are ignored.
         self.lost_services: set[str] = set()
+        #: Per worker process, the events it dropped for frames lost upstream, by stream,
+        #: and the first of them (``CreditMessage.lost``, running totals).
+        self.upstream: dict[str, tuple[dict[str, int], dict[str, list[int]]]] = {}
+        #: Streams a restarted ingester resumed: whether the loss is exact (its configs).
+        self.resumed: dict[str, bool] = {}
 
     # === workers ===
 
@@ -227,6 +233,8 @@ class ScanState:
                 track is None and not msg.service and msg.worker in self.lost):
             self.counters["credits_after_loss"] += 1
             return
+        if msg.lost:
+            self.upstream[msg.service or msg.worker] = (msg.lost, msg.lost_first)
         if track is not None and msg.service and track.service != msg.service:
             if track.service:  # the same name, a new process: the old one is gone
                 self.counters["workers_restarted"] += 1
@@ -390,12 +398,31 @@ class ScanState:
         return True
 
     def completion_reason(self) -> str | None:
-        """``None`` (completed) unless events were lost with workers: then it says so."""
+        """``None`` (completed) unless events were lost (with workers, upstream in an ingester
+        restart): then it says how many and where."""
+        parts = []
         lost = {n: w.events_lost for n, w in self.lost.items() if w.events_lost}
-        if not lost:
-            return None
-        return (f"completed; {sum(lost.values())} events lost with workers "
-                f"{', '.join(sorted(lost))}")
+        if lost:
+            parts.append(f"{sum(lost.values())} events lost with workers "
+                         f"{', '.join(sorted(lost))}")
+        for stream, loss in sorted(self.upstream_losses().items()):
+            known = f"{loss.events} events" if loss.exact else f"at least {loss.events} events"
+            parts.append(f"{known} lost upstream in stream {stream} (ingester restart"
+                         f"{'' if loss.exact else '; its protocol has no frame numbers'})")
+        return f"completed; {'; '.join(parts)}" if parts else None
+
+    def upstream_losses(self) -> dict[str, UpstreamLoss]:
+        """Per stream, what the workers dropped for frames lost in an ingester restart."""
+        events: dict[str, int] = {}
+        first: dict[str, list[int]] = {}
+        for counts, firsts in self.upstream.values():
+            for stream, n in counts.items():
+                events[stream] = events.get(stream, 0) + n
+                first.setdefault(stream, []).extend(firsts.get(stream, []))
+        streams = set(events) | set(self.resumed)
+        return {s: UpstreamLoss(events=events.get(s, 0),
+                                first_events=sorted(first.get(s, []))[:RECENT],
+                                exact=self.resumed.get(s, True)) for s in sorted(streams)}
 
     def end(self, reason: str | None) -> None:
         self.stalled = None
@@ -447,7 +474,8 @@ class ScanState:
             lost_workers=dict(self.lost), reducer=reducer, components=components,
             counters={**counters, **self.counters}, dropped=dropped,
             dropped_total=sum(dropped.values()), recent_bindings=self._binding_list(),
-            recent_events=self._recent_events(), stalled=self.stalled)
+            recent_events=self._recent_events(), stalled=self.stalled,
+            lost_upstream=self.upstream_losses())
 
     def _binding_list(self) -> list[Binding]:
         out = []

@@ -35,7 +35,6 @@ from dranspose_fast.ingester.service import Ingester, IsSoftwareTriggered
 from dranspose_fast.ingester.sources import (
     DATA,
     DONE,
-    DRAIN_LIMIT,
     END,
     OUTSIDE,
     RUNNING,
@@ -92,6 +91,11 @@ class Framer:
 
     def reset(self) -> None:
         """A new scan starts: forget any partial message."""
+
+    def message_index(self, frames: list[Any]) -> int | None:
+        """An event message's position in its series by the protocol's own numbers (the
+        start message is 0); ``None``: it carries none (the default)."""
+        return None
 
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         """The event messages this upstream message completes (often one, may be none).
@@ -208,11 +212,18 @@ class FramedSource(UpstreamSource):
         self.framer.reset()
         self.rules.phase = WAIT_START
 
+    def resume(self, saved_position: int) -> None:
+        super().resume(saved_position)
+        self.rules.phase = RUNNING
+
     def end(self) -> None:
         super().end()
         self.rules.phase = OUTSIDE
 
-    def fill(self, want: int = 1, limit: int = DRAIN_LIMIT) -> None:
+    def message_index(self, frames: list[Any]) -> int | None:
+        return self.framer.message_index(frames)
+
+    def _receive(self, want: int, limit: int) -> None:
         sock = self.socket
         if sock is None:
             return
@@ -234,9 +245,12 @@ class FramedSource(UpstreamSource):
                 drained += 1  # a flood of bad messages must not hold the data loop
                 continue
             for kind, out in framed:
+                waiting = rules.phase == WAIT_START
                 if rules.keep(kind, self.received):
                     msgs.append(out)
                     missing -= 1
+                    if waiting:
+                        self._started(out)
                 else:
                     drained += 1
             self.phase = rules.phase

@@ -17,7 +17,7 @@ from typing import Any, Final
 import zmq
 
 from dranspose_fast.ingester.retention import Rebound, Retention
-from dranspose_fast.ingester.sources import Counters, log_sparsely
+from dranspose_fast.ingester.sources import Counters, IngesterCounters, log_sparsely
 from dranspose_fast.runtime import dataplane
 
 __all__ = ["LOCAL_PEER", "MAX_QUEUED_EVENTS", "MAX_WORKER_FRAME", "Route", "WorkerLinks"]
@@ -230,6 +230,21 @@ class WorkerLinks:
                                  "them over" if self.retention.enabled else "are dropped")
         self.routes[name] = Route(sock, routing_id, service_uuid, key, now)
         return True
+
+
+def sum_counters(own: Counters, sources: Counters, links: WorkerLinks | None,
+                 refused_peers: int) -> IngesterCounters:
+    """The published counters: the data loop's and the source thread's summed, with the
+    links' queue and retention figures and the handshakes CURVE refused."""
+    mine, theirs = own.as_dict(), sources.as_dict()
+    values: dict[str, Any] = {k: mine[k] + theirs[k] for k in mine}
+    values["refused_peers"] = refused_peers
+    if links is not None:
+        kept = links.retention
+        values.update(queued_for_absent_workers=links.queued_events, retained_events=kept.events,
+                      retained_bytes=kept.nbytes, released_events=kept.released,
+                      resent_events=kept.resent, retention_blocked_seconds=kept.blocked_seconds)
+    return IngesterCounters(**values)
 
 
 def _user_id(frame: zmq.Frame) -> str | None:

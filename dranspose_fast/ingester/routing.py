@@ -413,12 +413,16 @@ def _dump(
     counters: Counters,
     log: logging.Logger,
 ) -> DumpWriter | None:
-    """Append the event to the scan's dump; a failing dump is closed, the scan goes on."""
+    """Append the event to the scan's dump (without the lost placeholders of a resumed
+    stream, ``sources.LOST``); a failing dump is closed, the scan goes on."""
     dumper = scan.dumper
     if dumper is None:
         return None
+    kept = {name: data for name, data in streams.items() if data.frames}  # no placeholders
+    if not kept:
+        return dumper
     try:
-        dumper.write(make_internal(evn, dict(streams), datetime.now(UTC)))
+        dumper.write(make_internal(evn, kept, datetime.now(UTC)))
         counters.dumped += 1
         return dumper
     except (OSError, ValueError) as exc:

@@ -38,7 +38,8 @@ from pydantic import Field
 from dranspose_fast.dump import DumpWriter
 from dranspose_fast.errors import DransposeFastError
 from dranspose_fast.event import StreamData
-from dranspose_fast.ingester.links import MAX_WORKER_FRAME, WorkerLinks
+from dranspose_fast.ingester.links import MAX_WORKER_FRAME, WorkerLinks, sum_counters
+from dranspose_fast.ingester.resume import ResumePoints
 from dranspose_fast.ingester.retention import Retention
 from dranspose_fast.ingester.routing import (
     Assign,
@@ -154,6 +155,7 @@ class Ingester(Service):
         self._runner = SourceRunner(
             self, self.state.name, self._source_counters, IsSoftwareTriggered)
         self._scan: ScanState | None = None
+        self._resume = ResumePoints(self.redis, self.log)
         self._assignments = AssignmentReader(self, 64, self._on_assignments)
         self._loop_thread: threading.Thread | None = None
         self._rate_mark = (time.monotonic(), 0)
@@ -327,6 +329,8 @@ class Ingester(Service):
                     links.flush_all()
                 now = time.monotonic()
                 if now >= next_chores:
+                    if scan is not None and not scan.finished:
+                        self._resume.save(self._upstreams.values())
                     self._prune_workers()
                     next_chores = now + 0.25
                 timeout = 0 if routed else (10 if links.queues else 100)
@@ -392,6 +396,10 @@ class Ingester(Service):
         if generated and not update.finished:
             gens = self._runner.start([s for _c, s in generated], self._commands)
             sources.extend((col, gens[s]) for col, s in generated)
+        if not update.finished:
+            self._resume.join(update.mapping_uuid, [s for _c, s in sources
+                                                    if isinstance(s, UpstreamSource)],
+                              [s for _c, s in generated])
         sources.sort(key=lambda cs: cs[0])
         scan = ScanState(update.mapping_uuid, columns, sources)
         scan.finished = update.finished
@@ -543,17 +551,8 @@ class Ingester(Service):
 
     def counter_values(self) -> IngesterCounters:
         """The counters now (data loop and source thread summed)."""
-        own, src = self.counters.as_dict(), self._source_counters.as_dict()
-        values: dict[str, Any] = {k: own[k] + src[k] for k in own}
-        links = self._links
-        values["queued_for_absent_workers"] = links.queued_events if links is not None else 0
-        values["refused_peers"] = self._curve.refused if self._curve is not None else 0
-        if links is not None:
-            kept = links.retention
-            values.update(retained_events=kept.events, retained_bytes=kept.nbytes,
-                          released_events=kept.released, resent_events=kept.resent,
-                          retention_blocked_seconds=kept.blocked_seconds)
-        return IngesterCounters(**values)
+        refused = self._curve.refused if self._curve is not None else 0
+        return sum_counters(self.counters, self._source_counters, self._links, refused)
 
     def metric_values(self) -> dict[str, float]:
         """The counters and queue depths ``/metrics`` exports (read from any thread)."""
@@ -571,6 +570,7 @@ class Ingester(Service):
         mark_time, mark_events = self._rate_mark
         with self._state_lock:
             self.state.counters = counters
+            self.state.resumed = self._resume.report()
             self.state.processed_events = counters.events_routed
             if now - mark_time >= 1.0:
                 self.state.event_rate = (counters.events_routed - mark_events) / (now - mark_time)

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
@@ -33,7 +33,7 @@ from dranspose_fast.runtime.commands import CommandQueue
 from dranspose_fast.runtime.settings import IngesterSettings
 
 __all__ = [
-    "DATA", "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "DONE", "END", "MALFORMED",
+    "DATA", "DEFAULT_BUFFER_BYTES", "DEFAULT_FRAME_BYTES", "DONE", "END", "LOST", "MALFORMED",
     "OUTSIDE", "RUNNING", "START", "WAIT_START",
     "Counters", "GeneratorSource", "IngesterCounters", "Source", "SourceOwner", "SourceRunner",
     "UpstreamSettings", "UpstreamSource", "hwm_messages",
@@ -50,6 +50,11 @@ DATA: Final = 0
 START: Final = 1
 END: Final = 2
 MALFORMED: Final = 3
+
+#: A lost placeholder: a message of zero frames (no upstream message has none), routed by a
+#: resumed ingester in place of each message its previous process took (docs/protocol.md,
+#: "Ingester resume"); workers drop the events it stands in. Shared: never mutated.
+LOST: Final[list[zmq.Frame]] = []
 
 # Phases of an upstream source.
 OUTSIDE: Final = 0
@@ -224,10 +229,24 @@ class UpstreamSource:
         self.msgs: list[list[zmq.Frame]] = []
         self.head = 0
         self.phase = OUTSIDE
+        #: Messages handed to routing this scan (saved in Redis for a resume).
+        self.position = 0
+        #: Called with the series start message when it arrives (saved for a resume).
+        self.on_start: Callable[[UpstreamSource, list[Any]], None] | None = None
+        #: Resuming: the position the previous process saved, until the first message comes.
+        self.resume_from: int | None = None
+        #: Placeholders put in on resume, and whether frame numbers counted them.
+        self.skipped = 0
+        self.skipped_exact = True
 
     def classify(self, frames: list[zmq.Frame]) -> int:
         """DATA, START, END or MALFORMED for one upstream message (protocol hook)."""
         return DATA
+
+    def message_index(self, frames: list[zmq.Frame]) -> int | None:
+        """Position of a message in its series by the protocol's own numbers, the start
+        message being 0 (protocol hook); ``None``: the message carries none."""
+        return None
 
     def open(self) -> None:
         sock = self.ctx.socket(self.socket_type)
@@ -250,6 +269,18 @@ class UpstreamSource:
         """A scan starts: forget what an earlier scan left and wait for its data."""
         self._drop_held()
         self.phase = WAIT_START if self.series else RUNNING
+        self.position = 0
+        self.resume_from = None
+
+    def resume(self, saved_position: int) -> None:
+        """Go on with a scan this ingester's previous process was in, past its series start.
+
+        The first message received fixes the position: its frame number if the protocol has
+        them, else ``saved_position``; every row before it gets a ``LOST`` placeholder.
+        """
+        self.begin()
+        self.phase = RUNNING
+        self.resume_from = saved_position
 
     def end(self) -> None:
         """The scan ended: drain everything until the next one."""
@@ -281,6 +312,7 @@ class UpstreamSource:
 
     def consumed(self, head: int) -> None:
         """Messages before ``head`` are routed: let them go."""
+        self.position += head - self.head
         if head >= len(self.msgs):
             self.msgs.clear()
             self.head = 0
@@ -297,6 +329,34 @@ class UpstreamSource:
         ``limit`` per call; inside it only what the assigned rows need is read, so ZeroMQ
         keeps the rest (its high-water mark pushes back upstream).
         """
+        if self.resume_from is not None and not self._resume_position():
+            return
+        self._receive(want, limit)
+
+    def _resume_position(self) -> bool:
+        """On resume, put placeholders before the first message received; False: none yet."""
+        held = len(self.msgs)
+        self._receive(1, DRAIN_LIMIT)
+        if len(self.msgs) == held:
+            return False
+        index = self.message_index(self.msgs[held])
+        self.skipped_exact = index is not None
+        self.skipped = max(0, index if index is not None else self.resume_from or 0)
+        self.msgs[held:held] = [LOST] * self.skipped
+        self.resume_from = None
+        self.log.warning("stream %s: resumed at message %d of the series (%s); the rows before "
+                         "it are marked lost", self.stream, self.skipped,
+                         "by its frame number" if self.skipped_exact else
+                         "as last saved: the protocol has no frame numbers")
+        return True
+
+    def _started(self, frames: list[Any]) -> None:
+        self.log.info("stream %s: start of a series", self.stream)
+        if self.on_start is not None:
+            self.on_start(self, frames)
+
+    def _receive(self, want: int, limit: int) -> None:
+        """``fill``'s reading, by the series rules (overridden by ``FramedSource``)."""
         sock = self.socket
         if sock is None:
             return
@@ -340,7 +400,7 @@ class UpstreamSource:
                 msgs.append(frames)
                 missing -= 1
                 self.phase = RUNNING
-                self.log.info("stream %s: start of a series", self.stream)
+                self._started(frames)
                 continue
             drained += 1
             counters.discarded_outside_scan += 1

@@ -45,6 +45,16 @@ class EigerLegacyFramer(Framer):
 
     typ: ClassVar[str] = _TYP
 
+    def message_index(self, frames: list[Any]) -> int | None:
+        """``frame`` + 1 for an image (frames count from 0, after the header)."""
+        try:
+            head = json_head(frames[0], "part 1")
+        except FrameError:
+            return None
+        frame = head.get("frame")
+        return frame + 1 if head.get("htype") == "dimage-1.0" and type(frame) is int \
+            and frame >= 0 else None
+
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if not frames:
             raise FrameError("parts", "an empty message")

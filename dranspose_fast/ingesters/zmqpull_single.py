@@ -32,7 +32,13 @@ class _Htype(msgspec.Struct):
     htype: str
 
 
+class _Frame(msgspec.Struct):
+    htype: str
+    frame: int | None = None
+
+
 _htype_decoder = msgspec.json.Decoder(_Htype)
+_frame_decoder = msgspec.json.Decoder(_Frame)
 _KINDS: Final = {"image": DATA, "header": START, "series_end": END}
 
 
@@ -58,6 +64,16 @@ class StinsSource(UpstreamSource):
 
     def classify(self, frames: list[zmq.Frame]) -> int:
         return classify_stins(frames)
+
+    def message_index(self, frames: list[zmq.Frame]) -> int | None:
+        """``frame`` + 1 for an image (frames count from 0, after the header)."""
+        try:
+            head = _frame_decoder.decode(memoryview(frames[0]))  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            return None
+        if head.htype != "image" or head.frame is None or head.frame < 0:
+            return None
+        return head.frame + 1
 
 
 class ZmqPullSingleIngester(Ingester):

@@ -51,6 +51,14 @@ class Stream2Framer(Framer):
     def reset(self) -> None:
         self.series_id = -1
 
+    def message_index(self, frames: list[Any]) -> int | None:
+        """``image_id`` + 1 for an image (the spec numbers images from 0, after the start)."""
+        try:
+            kind, _series, image_id = scan(frames[0])
+        except Stream2DecodeError:
+            return None
+        return image_id + 1 if kind == "image" and image_id >= 0 else None
+
     def feed(self, frames: list[Any]) -> Sequence[Framed]:
         if len(frames) != 1:
             raise FrameError("parts", f"a message has {len(frames)} parts, expected 1")

@@ -30,7 +30,7 @@ class Keys:
     #: The per-scan and per-parameter keys a closing controller deletes.
     SCAN_PATTERNS = (
         "dfast:assigned:*", "dfast:credits:*", "dfast:reduced:*", "dfast:clock:*",
-        "dfast:parameter:*", "dfast:parameter_description:*",
+        "dfast:resume:*", "dfast:parameter:*", "dfast:parameter_description:*",
     )
 
     @staticmethod
@@ -66,10 +66,15 @@ class Keys:
         return f"dfast:clock:{mapping_uuid}"
 
     @staticmethod
+    def resume(mapping_uuid: object) -> str:
+        """Hash of the ingesters' resume points (``ingester.resume``)."""
+        return f"dfast:resume:{mapping_uuid}"
+
+    @staticmethod
     def of_scan(mapping_uuid: object) -> tuple[str, ...]:
         """Every key a scan leaves behind (deleted when it is replaced or taken over)."""
         return (Keys.assigned(mapping_uuid), Keys.credits(mapping_uuid),
-                Keys.reduced(mapping_uuid), Keys.clock(mapping_uuid))
+                Keys.reduced(mapping_uuid), Keys.clock(mapping_uuid), Keys.resume(mapping_uuid))
 
 
 class ControllerUpdate(BaseModel):
@@ -98,6 +103,10 @@ class CreditMessage(msgspec.Struct, frozen=True):
     #: delivery of that key below this event is processed and its result counted in
     #: ``results`` (docs/protocol.md, "Retention and rebinding").
     done: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Per stream, events dropped because a restarted ingester lost their frame of it, and
+    #: the first of them (``worker.upstream_loss``).
+    lost: dict[str, int] = msgspec.field(default_factory=dict)
+    lost_first: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
 
 class ReducedMessage(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ wires them to ZeroMQ and Redis; here they are plain objects, tested on their own
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -19,12 +20,20 @@ import numpy as np
 from dranspose_fast import _assemble
 from dranspose_fast.event import EventData, StreamData
 from dranspose_fast.protocol import IngesterState, ReducerState, WorkerState
-from dranspose_fast.runtime.redis_messages import AssignmentBatch, ControlEntry, Joined, Rebind
+from dranspose_fast.runtime.redis_messages import (
+    AssignmentBatch,
+    ControlEntry,
+    Joined,
+    Rebind,
+    decode_entry,
+)
+from dranspose_fast.runtime.service import Entry
 from dranspose_fast.runtime.usercode import WorkerHost
+from dranspose_fast.worker.upstream_loss import UpstreamLosses
 
 __all__ = [
     "Assembler", "NoClass", "PartialEvent", "ScanState", "ServiceCounters",
-    "WorkerServiceState", "command_for", "events_for",
+    "WorkerServiceState", "command_for", "commands_for", "events_for",
 ]
 
 PartialEvent = tuple[int, dict[str, StreamData]]
@@ -129,6 +138,8 @@ class WorkerServiceState(WorkerState):
     bytes_received: int = 0
     credits_granted: int = 0
     credits_ungranted: int = 0
+    #: Events of the scan dropped because a restarted ingester lost their data.
+    dropped_lost_upstream: int = 0
     busy_seconds: float = 0.0
     #: Busy time / wall time of the data thread, last ``runtime.metrics.DUTY_WINDOW`` s.
     duty_cycle: float = 0.0
@@ -223,6 +234,8 @@ class ScanState:
     first_ungranted: float = 0.0
     processed: int = 0
     results: int = 0
+    #: Events a restarted ingester lost data of (``worker.upstream_loss``).
+    losses: UpstreamLosses = field(default_factory=UpstreamLosses)
     out: list[tuple[int, bytes]] = field(default_factory=list)  # results of this loop pass
     #: Results of events taken over from lost workers, by origin (sent apart, tagged).
     rebound_out: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
@@ -250,6 +263,23 @@ def command_for(uid: uuid.UUID, entry: AssignmentBatch | ControlEntry, name: str
     if isinstance(entry, Rebind) and entry.target == name:
         return TakeOver(uid, entry)
     return None
+
+
+def commands_for(uid: uuid.UUID, entries: list[Entry], name: str, service: str,
+                 counters: ServiceCounters, log: logging.Logger) -> list[Command]:
+    """``command_for`` of each entry read; entries that cannot be read are counted, logged."""
+    out = []
+    for entry_id, fields in entries:
+        try:
+            command = command_for(uid, decode_entry(fields), name, service)
+        except (ValueError, KeyError, TypeError) as exc:
+            counters.bad_assignments += 1
+            log.error("worker %s: ignored assignment entry %r of scan %s: %s",
+                      name, entry_id, uid, exc)
+            continue
+        if command is not None:
+            out.append(command)
+    return out
 
 
 def events_for(batch: AssignmentBatch, name: str) -> tuple[list[int], list[int]]:

@@ -93,6 +93,11 @@ class Peers:
             self._close(self.dealers[name])
         self.ingesters = found
 
+    def restarted(self, found: dict[str, IngesterState]) -> list[Dealer]:
+        """The DEALERs to ingesters that ``found`` shows as a new process."""
+        return [d for n, d in self.dealers.items()
+                if n in found and found[n].service_uuid != d.service_uuid]
+
     def _open(self, st: IngesterState) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         local = self.local_hop and usable(st.local_url, st.host_id)

@@ -47,7 +47,6 @@ from dranspose_fast.runtime.redis_messages import (
     ControllerUpdate,
     CreditMessage,
     Keys,
-    decode_entry,
 )
 from dranspose_fast.runtime.service import Entry, Service
 from dranspose_fast.runtime.settings import WorkerSettings
@@ -75,9 +74,10 @@ from dranspose_fast.worker.parts import (
     ServiceCounters,
     TakeOver,
     WorkerServiceState,
-    command_for,
+    commands_for,
 )
 from dranspose_fast.worker.peers import CreditSender, Dealer, Peers
+from dranspose_fast.worker.published import fill_state
 from dranspose_fast.worker.takeover import Takeovers
 
 __all__ = ["RedisException", "Worker"]
@@ -310,6 +310,14 @@ class Worker(Service):
 
     def _on_ingesters(self, found: dict[str, IngesterState]) -> None:
         before = {(n, st.service_uuid) for n, st in self.peers.ingesters.items()}
+        restarted = self.peers.restarted(found)
+        for dealer in restarted:
+            while self._receive(dealer):  # what the old process sent before it died counts
+                pass
+        scan = self._scan
+        if restarted and scan is not None and not scan.finished:
+            # it resumes the scan and fills what it lost with placeholders: look for them
+            scan.losses.checking = True
         self._discovered = True
         self.peers.set_ingesters(found)
         with self._state_lock:
@@ -383,6 +391,9 @@ class Worker(Service):
                  ) -> None:
         process = scan.host.process
         results = scan.out if origin is None else scan.rebound_out.setdefault(origin, [])
+        n = len(ready)
+        if scan.losses.checking:
+            ready = scan.losses.keep(ready, self.log, self.name)
         for event in ready:
             out = process(event)
             if out is not None:
@@ -394,7 +405,6 @@ class Worker(Service):
                     self.log.exception(
                         "worker %s: the result of event %d cannot be pickled", self.name, evn
                     )
-        n = len(ready)
         if not scan.ungranted:
             scan.first_ungranted = time.monotonic()
         scan.processed += n
@@ -441,6 +451,7 @@ class Worker(Service):
         msg = CreditMessage(
             worker=self.name, granted=granted, processed=scan.processed, results=scan.results,
             errors=scan.host.counters.errors, service=self._service, done=done,
+            lost=dict(scan.losses.events), lost_first=dict(scan.losses.first),
         )
         self.credits.post(scan.credit_key, msg, first=first)
         self._counters.credits_granted += granted
@@ -562,16 +573,9 @@ class Worker(Service):
     # === background threads ===
 
     def _on_assignments(self, uid: uuid.UUID, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
-            try:
-                command = command_for(uid, decode_entry(fields), self.name, self._service)
-            except (ValueError, KeyError, TypeError) as exc:
-                self._counters.bad_assignments += 1
-                self.log.error("worker %s: ignored assignment entry %r of scan %s: %s",
-                               self.name, entry_id, uid, exc)
-                continue
-            if command is not None:
-                self._commands.post(command)
+        for command in commands_for(uid, entries, self.name, self._service, self._counters,
+                                    self.log):
+            self._commands.post(command)
 
     # === published state ===
 
@@ -590,21 +594,5 @@ class Worker(Service):
             if now - t0 >= 0.5:
                 st.event_rate = (c.processed - n0) / (now - t0)
                 self._rate = (now, c.processed)
-            st.processed_events = c.processed
-            st.results_sent = c.results
-            st.user_errors = c.errors_done + (scan.host.counters.errors if scan else 0)
-            st.malformed_batches = c.malformed
-            st.dropped_old_scan = c.old_scan
-            st.duplicate_streams = c.duplicates_done + (scan.assembler.duplicates if scan else 0)
-            st.bad_assignments = c.bad_assignments
-            st.bad_configs = c.bad_configs
-            st.ingester_reconnects = self.peers.reconnects
-            st.results_queued = len(self.peers.outbox)
-            st.event_batches = c.batches
-            st.result_messages = c.result_messages
-            st.credit_failures = self.credits.failures
-            st.waiting_events = scan.assembler.waiting if scan else 0
-            st.bytes_received, st.credits_granted = c.bytes_received, c.credits_granted
-            st.credits_ungranted = scan.ungranted if scan else 0
-            st.busy_seconds, st.duty_cycle = self.duty.busy_seconds(), self.duty.ratio()
+            fill_state(st, c, scan, self.peers, self.credits, self.duty)
             return numbers(st)
