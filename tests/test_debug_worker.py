@@ -15,7 +15,7 @@ from dranspose_fast.api.server import HttpThread
 from dranspose_fast.debug_worker import BUFFER_SIZE, DebugWorker, DebugWorkerSettings, create_app
 from dranspose_fast.event import EventData
 from dranspose_fast.runtime.redis_messages import Keys
-from tests.test_worker import FakeIngester, Scans, assign, credits, stream, wait_for
+from tests.worker_harness import FakeIngester, Scans, assign, credits, stream, wait_for
 
 
 @pytest.fixture

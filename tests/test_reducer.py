@@ -32,7 +32,7 @@ from dranspose_fast.runtime.settings import ReducerSettings, WorkerSettings
 from dranspose_fast.runtime.usercode import encode_payload
 from dranspose_fast.worker import Worker
 from tests.conftest import free_port
-from tests.test_worker import FakeIngester, Scans, assign, credits, stream, wait_for
+from tests.worker_harness import FakeIngester, Scans, assign, credits, stream, wait_for
 
 # === user classes ===
 
