@@ -184,6 +184,67 @@ cdef class Engine:
             return -1
         return self.r_w[(v.seq_coff[instance] + local) & (self.r_cap - 1)]
 
+    # --- resume (a controller that took over a running scan) ---
+
+    def spans(self, int64_t[:, ::1] bound):
+        """For rows ``(instance, local, ...)`` of ``bind``'s ``bound``: 1 where the constraint
+        has more than one event (only those can be partly emitted when a controller dies)."""
+        cdef MV v = self._mv()
+        cdef int64_t i, inst, local
+        out = np.zeros(bound.shape[0], dtype=np.uint8)
+        cdef uint8_t[::1] o = out
+        for i in range(bound.shape[0]):
+            inst = bound[i, 0]
+            local = bound[i, 1]
+            if 0 <= inst < v.n_inst and 0 <= local < v.p_ncons[v.seq_part[inst]]:
+                o[i] = v.c_nev[v.p_c_base[v.seq_part[inst]] + local] > 1
+        return out
+
+    def restore(self, int64_t next_event, int64_t[:, ::1] bound):
+        """Put a fresh engine where an earlier one stood: events below ``next_event`` emitted.
+
+        ``bound`` rows are ``(instance, local, slot)``: the slot each constraint was bound to.
+        Only constraints of the instance holding ``next_event`` that already emitted some but
+        not all of their events keep their worker (a stateful group stays on it); every other
+        constraint binds anew. Credits are the caller's (``grant``). Returns the bindings kept.
+        """
+        cdef MV v = self._mv()
+        if self.next_event != 0 or self.init_inst != 0:
+            raise MapError("restore needs an engine that has not bound anything")
+        if next_event < 0 or next_event > v.total:
+            raise MapError(f"cannot restore at event {next_event}: the map has {v.total}")
+        self.next_event = next_event
+        self.frontier = next_event + 1
+        if next_event == v.total or v.n_inst == 0:
+            self._advance_head(&v)
+            self.init_inst = self.head_inst
+            return 0
+        self._advance_head(&v)
+        self.init_inst = self.head_inst
+        if self._ensure(&v, self.head_inst) < 0:
+            raise MemoryError("trigger-map engine could not grow its state")
+        cdef int64_t inst = self.head_inst, p = v.seq_part[inst], cb = v.p_c_base[p]
+        cdef int64_t coff = v.seq_coff[inst], m = self.r_cap - 1, e, pe, k, i, local, idx
+        cdef int w, kept = 0
+        for e in range(v.seq_start[inst], next_event):
+            pe = v.p_ev_base[p] + e - v.seq_start[inst]
+            for k in range(v.ev_cptr[pe], v.ev_cptr[pe + 1]):
+                self.r_left[(coff + v.ev_cons[k]) & m] -= 1
+        for i in range(bound.shape[0]):
+            if bound[i, 0] != inst:
+                continue
+            local = bound[i, 1]
+            if local < 0 or local >= v.p_ncons[p]:
+                raise MapError(f"constraint ({inst}, {local}) does not exist")
+            w = self._slot(<int> bound[i, 2])
+            idx = (coff + local) & m
+            if self.r_left[idx] <= 0 or self.r_left[idx] == v.c_nev[cb + local]:
+                continue  # done, or not started: nothing ties it to a worker
+            self.r_w[idx] = <int8_t> w
+            self.pending_[w] += self.r_left[idx]
+            kept += 1
+        return kept
+
     # --- compiled core ---
 
     cdef MV _mv(self):

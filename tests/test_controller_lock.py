@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -123,34 +124,82 @@ def test_close_stops_the_keeper(settings: ControllerSettings) -> None:
     assert _gone(pid)
 
 
-def test_a_new_controller_takes_over_parameters_and_ends_the_orphaned_scan(
-        redis_url: str, tmp_path: Path) -> None:
-    """kill -9 of the controller mid-scan: the next one adopts the parameters and ends the
-    scan with a true reason, so the components finish it and the next scan starts cleanly."""
+def _kill_mid_scan(redis_url: str, tmp_path: Path, ens_out: list[Ensemble]) -> tuple[Any, str]:
+    """A controller process with a running scan of interleaved constraint groups, stopped
+    for credit inside two of them and killed with SIGKILL; returns the simulated components
+    and the scan's uuid."""
     sim = started_sim(redis_url, "ing-a", ["a"])
     ens = Ensemble(redis_url, tmp_path)
+    ens_out.append(ens)
     ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_CONFIG_TTL": "2"})
-    try:
-        ens.controller()
-        ens.wait("the controller's API", lambda: ens.get("/api/v1/config").status_code == 200)
-        assert ens.post("/api/v1/parameter/gain", content=b"7").status_code == 200
-        ens.wait("both workers", lambda: len(ens.get("/api/v1/config").json()["workers"]) == 2)
-        cells = [[{"constraint": i}] for i in range(100)]
-        uid = ens.sequence({"parts": {"main": {"a": cells}}, "sequence": ["main"]})
-        sim.credit(uid, "w0", 10)
-        sim.credit(uid, "w1", 10)
-        wait_for(lambda: len(sim.events(uid, ["a"])) >= 10, what="events bound")
-        os.kill(ens.procs.pop("controller").pid, signal.SIGKILL)
+    ens.controller()
+    ens.wait("the controller's API", lambda: ens.get("/api/v1/config").status_code == 200)
+    assert ens.post("/api/v1/parameter/gain", content=b"7").status_code == 200
+    ens.wait("both workers", lambda: len(ens.get("/api/v1/config").json()["workers"]) == 2)
+    cells = [[{"constraint": i % 4}] for i in range(100)]  # 4 interleaved groups of 25
+    uid = ens.sequence({"parts": {"main": {"a": cells}}, "sequence": ["main"]})
+    # the start event goes to both; the head binds group 0 to w0 and group 1 to w1 with
+    # their last credit; group 2 finds none: the scan stops with groups 0 and 1 started
+    sim.credit(uid, "w0", 2)
+    sim.credit(uid, "w1", 2)
+    wait_for(lambda: len(sim.events(uid, ["a"])) >= 3, what="events bound")
+    time.sleep(0.2)  # nothing more can be emitted
+    os.kill(ens.procs.pop("controller").pid, signal.SIGKILL)
+    return sim, uid
 
+
+def test_a_new_controller_resumes_the_scan_where_it_stood(
+        redis_url: str, tmp_path: Path) -> None:
+    """kill -9 of the controller mid-scan: the next one adopts the parameters and continues
+    the scan: every event emitted once, in order, each constraint group on one worker (the
+    two groups it had started stay on their workers)."""
+    made: list[Ensemble] = []
+    try:
+        sim, uid = _kill_mid_scan(redis_url, tmp_path, made)
+        emitted = len(sim.events(uid, ["a"]))
         second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0, dfast_lock_timeout=5.0))
         second.start()  # waits for the dead controller's lock to expire
+        try:
+            assert second.counters["scans_resumed"] == 1
+            assert second.scan is not None and str(second.scan.uuid) == uid
+            assert second.progress().last_assigned == emitted == 3
+            assert second.scan.counters["resumed_bindings"] == 2  # groups 0 and 1 stay
+            last = sim.updates()[-1]
+            assert str(last.mapping_uuid) == uid and not last.finished
+            assert second.get_param("gain") == b"7"
+            drive(sim, uid, ["a"], 102)
+            finish_all(sim, second, uid, ["a"])
+            wait_for(lambda: second.progress().finished, what="the resumed scan to finish")
+            events = sim.events(uid, ["a"])  # checks the batches are contiguous and in order
+            assert sorted(events) == list(range(102))
+            for group in range(4):
+                owners = {w for e in range(1 + group, 101, 4) for w in events[e]["a"] or set()}
+                assert len(owners) == 1, (group, owners)
+            assert second.status().reason == "completed"
+        finally:
+            second.close()
+    finally:
+        for ens in made:
+            for name in list(ens.procs):
+                ens.stop(name)
+        sim.stop()
+
+
+def test_a_scan_that_cannot_be_resumed_is_ended_with_a_true_reason(
+        redis_url: str, tmp_path: Path) -> None:
+    """Without its saved map (a scan an older controller started) the scan is ended with
+    ``controller restarted``, so the components finish it and the next scan starts cleanly."""
+    made: list[Ensemble] = []
+    try:
+        sim, uid = _kill_mid_scan(redis_url, tmp_path, made)
+        sim.r.delete(Keys.sequence(uid))
+        second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0, dfast_lock_timeout=5.0))
+        second.start()
         try:
             last = sim.updates()[-1]
             assert str(last.mapping_uuid) == uid and last.finished
             assert last.reason == "controller restarted"
             assert second.get_param("gain") == b"7"
-            assert last.parameters_version == {
-                n: p.uuid for n, p in second.parameters.items()}
             assert not sim.r.exists(Keys.assigned(uid))
             assert second.counters["scans_ended_by_restart"] == 1
             new = second.set_sequence(MappingSequence.from_uniform(["a"], 4))
@@ -162,6 +211,7 @@ def test_a_new_controller_takes_over_parameters_and_ends_the_orphaned_scan(
         finally:
             second.close()
     finally:
-        for name in list(ens.procs):
-            ens.stop(name)
+        for ens in made:
+            for name in list(ens.procs):
+                ens.stop(name)
         sim.stop()

@@ -21,11 +21,12 @@ IMAGES = set(range(1, N + 1))  # 0 and N+1: the series start and end, sent to ev
 WORKERS = ["w0", "w1", "w2"]
 
 
-def _start(ens: Ensemble, source: StinsSource, **ingester_env: str) -> None:
+def _start(ens: Ensemble, source: StinsSource, worker_env: dict[str, str] | None = None,
+           **ingester_env: str) -> None:
     ens.controller()
     ens.reducer()
     for name in WORKERS:
-        ens.worker(name)
+        ens.worker(name, **(worker_env or {}))
     ens.ingester("eiger", source.url, **ingester_env)
     ens.wait_ready(["eiger"], WORKERS)
 
@@ -115,4 +116,29 @@ def test_without_retention_the_loss_is_counted_exactly(ens: Ensemble,
     reduced = _images_reduced(ens.published())
     assert not set(reduced) & set(lost["lost_events"])
     assert set(reduced) | (set(lost["lost_events"]) & IMAGES) == IMAGES  # sent = reduced + lost
+    _next_scan_works(ens, source)
+
+
+def test_a_restarted_controller_resumes_the_scan(ens: Ensemble, source: StinsSource) -> None:
+    ens.env["DFAST_LOCK_TTL"] = "1"  # the dead controller's lock expires quickly
+    _start(ens, source, worker_env={"DFAST_CREDIT_WINDOW": "8"})  # progress in small steps
+    ens.post("/api/v1/parameter/delay_ms", content=b"50")
+    uid = ens.sequence(uniform(["eiger"], N))
+    thread = source.send_series_in_thread(N)
+    ens.wait("some events done", lambda: ens.get("/api/v1/progress").json()[
+        "completed_events"] >= 10)
+    ens.kill("controller")
+    ens.respawn("controller")
+    ens.wait("the new controller", lambda: ens.get("/api/v1/status").json()[
+        "mapping_uuid"] == uid, timeout=30)
+    assert not ens.get("/api/v1/progress").json()["finished"]  # it was killed mid-scan
+    thread.join(30)
+    assert ens.wait_finished(timeout=60)["finished"]
+    status = ens.get("/api/v1/status").json()
+    assert status["reason"] == "completed", status
+    assert status["counters"]["scans_resumed"] == 1
+    reduced = _images_reduced(ens.published())
+    assert set(reduced) == IMAGES, sorted(IMAGES - set(reduced))
+    assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
+    assert status["dropped_total"] == 0, status["dropped"]
     _next_scan_works(ens, source)

@@ -37,8 +37,9 @@ from dranspose_fast.controller.ensemble import (
 )
 from dranspose_fast.controller.lock import ControllerLock
 from dranspose_fast.controller.parameters import DUMP_PREFIX, ParameterStore
+from dranspose_fast.controller.resume import SequenceChange, save_change, save_sequence
 from dranspose_fast.controller.scan import LOST_WITH_WORKERS, LossLog, ScanState, loss_totals
-from dranspose_fast.controller.takeover import RESTART_REASON, Takeover, read_takeover
+from dranspose_fast.controller.takeover import Takeover, read_takeover, take_over_scan
 from dranspose_fast.controller.watch import (
     StallWatch,
     end_for_reducer_restart,
@@ -96,7 +97,7 @@ class Controller(ParameterStore, Lifecycle):
         self.counters: dict[str, int] = {
             "invalid_configs": 0, "invalid_descriptions": 0, "dump_errors": 0,
             "redis_errors": 0, "redis_restarts": 0, "workers_lost": 0, LOST_WITH_WORKERS: 0,
-            "scans_ended_by_restart": 0,
+            "scans_ended_by_restart": 0, "scans_resumed": 0,
         }
         self._losses = LossLog(logger)
         self._lock = threading.RLock()  # scan and parameter state
@@ -181,7 +182,7 @@ class Controller(ParameterStore, Lifecycle):
             self.on_lock_lost()
 
     def _take_over(self, found: Takeover) -> None:
-        """Adopt the previous controller's parameters; end a scan it left running."""
+        """Adopt the previous controller's parameters; resume a scan it left running."""
         with self._lock:
             if found.parameters:
                 self.parameters = dict(found.parameters)
@@ -189,15 +190,13 @@ class Controller(ParameterStore, Lifecycle):
                 logger.info("took over parameters %s", sorted(self.parameters))
             if not found.orphaned_scan:
                 return
-            ended = found.ended_update()
-            self.redis.xadd(Keys.UPDATES, {"d": ended.model_dump_json()}, maxlen=100,
-                            approximate=True)
-            uid = ended.mapping_uuid
-            self.redis.delete(*Keys.of_scan(uid))
-            self.counters["scans_ended_by_restart"] += 1
-            logger.error("scan %s was running when the previous controller stopped: ended "
-                         "with reason %r (a new controller does not resume a scan yet)", uid,
-                         RESTART_REASON)
+            scan = take_over_scan(self.redis, found, self._configs(max_age=0))
+            if scan is None:
+                self.counters["scans_ended_by_restart"] += 1
+                return
+            self.scan = scan
+            self._stall = StallWatch(self.settings.stall_timeout)
+            self.counters["scans_resumed"] += 1
 
     def _redis_run_id(self) -> str:
         return str(self.redis.info("server").get("run_id"))
@@ -297,6 +296,7 @@ class Controller(ParameterStore, Lifecycle):
                 i.name: int(full.counters.get(f"ingester:{i.name}", {}).get(
                     "counters.events_routed", 0)) for i in cfg.ingesters}
             self._stall = StallWatch(self.settings.stall_timeout)
+            save_sequence(self.redis, scan.uuid, seq)  # a controller taking over reads it
             with self._lock:
                 old, self.scan = self.scan, scan
                 if old is not None and not old.finished:
@@ -350,6 +350,8 @@ class Controller(ParameterStore, Lifecycle):
                     raise MapError(f"only {len(scan.workers)} workers in the scan, but the "
                                    f"appended parts need {need}")
                 scan.seq.append(sequence)
+                save_change(self.redis, scan.uuid, SequenceChange(
+                    kind="append", parts=parts, sequence=sequence))
             except MapError as exc:
                 scan.seq.forget_parts(defined)  # a refused append leaves nothing behind
                 raise RequestError(400, str(exc)) from None
@@ -361,6 +363,7 @@ class Controller(ParameterStore, Lifecycle):
         with self._lock:
             scan = self._open_scan(allow_closed=True)
             scan.seq.close()
+            save_change(self.redis, scan.uuid, SequenceChange(kind="close"))
             logger.info("sequence of scan %s closed at %d events", scan.uuid,
                         scan.seq.known_events)
             self._advance(scan)

@@ -42,6 +42,7 @@ from dranspose_fast.runtime.redis_messages import (
     CreditMessage,
     Joined,
     ReducedMessage,
+    WorkerLost,
     encode_control,
 )
 
@@ -190,6 +191,8 @@ class ScanState:
         self._lost_arrays: dict[str, _I64] = {}
         self._completed: tuple[Any, int] | None = None
         self._bindings: deque[tuple[int, int, str, int]] = deque(maxlen=RECENT)
+        #: Bindings of constraints of several events not yet written with a batch.
+        self._unsaved: list[tuple[int, int, str]] = []
         self._recent: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint64],
                             dict[int, str]] | None = None
         #: The reducer's service uuid when the scan started (a new one means it restarted).
@@ -224,7 +227,8 @@ class ScanState:
         tagset = set(tags)
         self.engine.add_worker(name, tagset)
         self.workers[name] = WorkerTrack(name, tagset, self.started, service)
-        self.outbox.append(encode_control(Joined(worker=name, service=service)))
+        self.outbox.append(encode_control(Joined(worker=name, service=service,
+                                                 tags=sorted(tagset))))
 
     def credit(self, msg: CreditMessage, tags_of: Callable[[str], Iterable[str] | None]) -> None:
         """Apply one ``CreditMessage``; an unknown worker is registered with its config's tags."""
@@ -266,19 +270,25 @@ class ScanState:
             if held:
                 self.engine.grant(msg.worker, held)
                 track.granted += held
+        granted = self.account(track, msg)
+        if granted:
+            self.engine.grant(msg.worker, granted)
+
+    def account(self, track: WorkerTrack, msg: CreditMessage) -> int:
+        """Apply a credit message's totals and done-marks to ``track``; returns the credits
+        the engine gets (what is left after paying the worker's debt)."""
         over = track.report(msg, time.monotonic())
         granted = msg.granted
         if track.debt:
             paid = min(track.debt, granted)
             track.debt -= paid
             granted -= paid
-        if granted:
-            self.engine.grant(msg.worker, granted)
         self.ledger.report(msg.worker, msg.results, msg.done, self.reduced.get(msg.worker, 0))
         if over:
             self.counters["overcounted_events"] += 1
             logger.error("worker %r reports %d processed events but got only %d",
                          msg.worker, track.processed, track.deliveries)
+        return granted
 
     def adopt_unknown(self, tags_of: Callable[[str], Iterable[str] | None]) -> None:
         """Register held-back workers whose config has appeared since."""
@@ -322,7 +332,14 @@ class ScanState:
                           events_rebound=moved, rebound_to=target)
         self.lost[key] = info
         self._lost_arrays[key] = lost_events
+        self.outbox.append(encode_control(WorkerLost(
+            worker=name, key=key, service=track.service, info=info.model_dump_json())))
         return info
+
+    def lost_arrays_of(self, key: str, events: list[int]) -> None:
+        """The events lost with ``key`` (as far as known: a taken-over scan keeps the first
+        ``RECENT`` of them)."""
+        self._lost_arrays[key] = np.asarray(events, np.int64)
 
     def rebind_held(self, track: WorkerTrack) -> tuple[str | None, int]:
         """Rebind every key the lost ``track`` held to one live worker whose tags cover its
@@ -377,14 +394,23 @@ class ScanState:
         self._recent = (batch.first_event + n - keep, batch.present[n - keep:].copy(),
                         batch.masks[n - keep:].copy(), names)
         self.batches += 1
+        slots = {name: slot for slot, name in names.items()}
+        bound = np.array([(i, c, slots[w]) for i, c, w in self._unsaved if w in slots],
+                         np.int64).reshape(-1, 3)
+        self._unsaved.clear()
         return AssignmentBatch(batch.first_event, batch.present, batch.masks,
-                               AssignmentBatch.slot_names(names)).encode()
+                               AssignmentBatch.slot_names(names), bound).encode()
 
     def note_bindings(self, batch: Batch) -> None:
-        """Remember the latest constraint bindings (for /status)."""
+        """Remember the latest constraint bindings (for /status), and those of constraints
+        of several events for the next assignment entry (a controller taking over needs
+        them: ``controller.resume``)."""
         names = batch.worker_names
         for inst, local, slot, first in batch.bound[-RECENT:].tolist():
             self._bindings.append((inst, local, names.get(slot, "?"), first))
+        if len(batch.bound):
+            spanning = batch.bound[self.engine.spanning(batch.bound)]
+            self._unsaved += [(i, c, names.get(w, "")) for i, c, w, _ in spanning.tolist()]
 
     def complete(self) -> bool:
         """Map closed and emitted, every delivery processed, every result reduced."""

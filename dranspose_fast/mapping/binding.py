@@ -198,6 +198,29 @@ class BindingEngine:
         w = int(self._eng.bound_worker(instance, local))
         return self._names.get(w) if w >= 0 else None
 
+    def spanning(self, bound: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which rows of a ``Batch.bound`` bind a constraint of more than one event (the
+        bindings a controller taking over a scan needs: ``restore``)."""
+        rows = np.ascontiguousarray(bound[:, :2], dtype=np.int64)
+        return self._eng.spans(rows).astype(bool)
+
+    def restore(self, next_event: int, bindings: Iterable[tuple[int, int, str]],
+                credits: Mapping[str, int]) -> int:
+        """Continue where an earlier engine over the same map stood (a controller took over).
+
+        Events below ``next_event`` count as emitted; ``bindings`` (instance, local
+        constraint, worker) keep a constraint of the instance at ``next_event`` that has
+        emitted part of its events on its worker; ``credits`` set each registered worker's
+        credit. Call it on a new engine, after ``add_worker``; returns the bindings kept.
+        """
+        rows = [(inst, local, self._ids[name]) for inst, local, name in bindings
+                if name in self._ids]
+        kept = int(self._eng.restore(next_event, np.array(rows, np.int64).reshape(-1, 3)))
+        for name, credit in credits.items():
+            w = self._slot(name)
+            self._eng.grant(w, credit - int(self._eng.credit(w)))
+        return kept
+
     def bind(self, max_events: int = DEFAULT_MAX_BATCH) -> Batch:
         """Bind constraints and emit up to ``max_events`` events as credits allow."""
         if type(max_events) is not int or max_events < 0:

@@ -462,6 +462,19 @@ class MappingSequence:
                 out[StreamName(s)].extend(col)
         return out
 
+    def saved(self) -> dict[str, Any]:
+        """Everything needed to build this map again (``from_saved``): a controller that
+        takes over a running scan reads it from Redis."""
+        return {**self.to_sequence_json(), "closed": self._closed, "wrap": self._wrap}
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any]) -> MappingSequence:
+        """The map ``saved()`` described, with the same events, constraints and tags."""
+        seq = cls(saved["parts"], saved["sequence"], all_wrap=False,
+                  closed=bool(saved["closed"]))
+        seq._wrap = bool(saved["wrap"])  # an open sequence still appends the end part
+        return seq
+
     def to_sequence_json(self) -> dict[str, Any]:
         """The 0.2 ``GET /sequence`` shape: ``{"parts": {n: {"mapping": ...}}, "sequence"}``."""
         parts = {}

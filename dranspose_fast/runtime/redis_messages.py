@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -30,7 +30,7 @@ class Keys:
     #: The per-scan and per-parameter keys a closing controller deletes.
     SCAN_PATTERNS = (
         "dfast:assigned:*", "dfast:credits:*", "dfast:reduced:*", "dfast:clock:*",
-        "dfast:resume:*", "dfast:parameter:*", "dfast:parameter_description:*",
+        "dfast:resume:*", "dfast:sequence:*", "dfast:parameter:*", "dfast:parameter_description:*",
     )
 
     @staticmethod
@@ -71,10 +71,16 @@ class Keys:
         return f"dfast:resume:{mapping_uuid}"
 
     @staticmethod
+    def sequence(mapping_uuid: object) -> str:
+        """The scan's map (``MappingSequence.saved``, JSON), for a controller taking over."""
+        return f"dfast:sequence:{mapping_uuid}"
+
+    @staticmethod
     def of_scan(mapping_uuid: object) -> tuple[str, ...]:
         """Every key a scan leaves behind (deleted when it is replaced or taken over)."""
         return (Keys.assigned(mapping_uuid), Keys.credits(mapping_uuid),
-                Keys.reduced(mapping_uuid), Keys.clock(mapping_uuid), Keys.resume(mapping_uuid))
+                Keys.reduced(mapping_uuid), Keys.clock(mapping_uuid), Keys.resume(mapping_uuid),
+                Keys.sequence(mapping_uuid))
 
 
 class ControllerUpdate(BaseModel):
@@ -125,6 +131,19 @@ class Joined(msgspec.Struct, frozen=True, tag="joined"):
 
     worker: str
     service: str
+    #: Its tags then (a controller taking over the scan registers it with them).
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
+class WorkerLost(msgspec.Struct, frozen=True, tag="lost"):
+    """The controller gave up the worker process ``service`` (``worker``): what it reported
+    as ``lost_workers[key]`` (``info``, the ``LostWorker`` JSON). Its ``Rebind`` entries, if
+    any, follow. Read back only by a controller taking over the scan."""
+
+    worker: str
+    key: str
+    service: str
+    info: str
 
 
 class Rebind(msgspec.Struct, frozen=True, tag="rebind"):
@@ -151,7 +170,7 @@ class Release(msgspec.Struct, frozen=True, tag="release"):
     below: dict[str, int]
 
 
-ControlEntry = Joined | Rebind | Release
+ControlEntry = Joined | WorkerLost | Rebind | Release
 
 
 def encode_control(entry: ControlEntry) -> dict[str, bytes]:
@@ -186,6 +205,9 @@ class AssignmentBatch:
     present: npt.NDArray[np.uint8]
     masks: npt.NDArray[np.uint64]
     workers: list[str]
+    #: Bindings of constraints of more than one event made since the previous batch:
+    #: rows (instance, local constraint, slot in ``workers``), field ``k`` (``<i8``).
+    bound: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty((0, 3), np.int64))
 
     @property
     def count(self) -> int:
@@ -196,7 +218,10 @@ class AssignmentBatch:
         header = _BATCH_HEADER.pack(self.first_event, count, nstreams, 0)
         body = header + np.ascontiguousarray(self.present).tobytes() + np.ascontiguousarray(
             self.masks.astype("<u8", copy=False)).tobytes()
-        return {"b": body, "w": json.dumps(self.workers).encode()}
+        out = {"b": body, "w": json.dumps(self.workers).encode()}
+        if len(self.bound):
+            out["k"] = np.ascontiguousarray(self.bound, "<i8").tobytes()
+        return out
 
     @classmethod
     def decode(cls, fields: dict[bytes, bytes]) -> AssignmentBatch:
@@ -211,7 +236,11 @@ class AssignmentBatch:
         present = np.frombuffer(body, np.uint8, n, _BATCH_HEADER.size).reshape(count, nstreams)
         masks = np.frombuffer(body, "<u8", n, _BATCH_HEADER.size + n).reshape(count, nstreams)
         workers = json.loads(fields[b"w"])
-        return cls(first, present, masks, workers)
+        raw = fields.get(b"k", b"")
+        if len(raw) % 24:
+            raise ValueError(f"assignment batch bindings of {len(raw)} bytes are not rows of 3")
+        return cls(first, present, masks, workers,
+                   np.frombuffer(raw, "<i8").reshape(-1, 3).astype(np.int64))
 
     @staticmethod
     def slot_names(names: dict[int, str]) -> list[str]:
