@@ -348,9 +348,10 @@ def _run_service(args: argparse.Namespace) -> int:
     if command == "controller":
         from dranspose_fast import controller
 
+        settings = controller.ControllerSettings()  # bad settings: one line, before serving
         _redis_logging("controller")
         _ignore_sigterm_after_uvicorn()
-        controller.run(host=args.host, port=args.port)
+        controller.run(host=args.host, port=args.port, settings=settings)
     elif command == "reducer":
         from dranspose_fast import reducer
         from dranspose_fast.runtime.settings import ReducerSettings

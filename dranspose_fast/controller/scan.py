@@ -432,6 +432,8 @@ class ScanState:
             parts.append(f"{sum(lost.values())} events lost with workers "
                          f"{', '.join(sorted(lost))}")
         for stream, loss in sorted(self.upstream_losses().items()):
+            if loss.exact and not loss.events:
+                continue  # resumed without a gap
             known = f"{loss.events} events" if loss.exact else f"at least {loss.events} events"
             parts.append(f"{known} lost upstream in stream {stream} (ingester restart"
                          f"{'' if loss.exact else '; its protocol has no frame numbers'})")

@@ -145,6 +145,9 @@ WORKER: dict[str, Spec] = {
                           "Assignment entries that could not be read."),
     "bad_configs": _c("dranspose_worker_bad_configs_total",
                       "Ingester or reducer configs that did not parse."),
+    "batches_before_join": _c("dranspose_worker_batches_before_join_total",
+                              "Batches for its name that came before this process joined a "
+                              "running scan (its previous process's; rebound, not lost)."),
     "ingester_reconnects": _c("dranspose_worker_ingester_reconnects_total",
                               "Reconnections to ingesters (a new service uuid or url)."),
     "credit_failures": _c("dranspose_worker_credit_failures_total",

@@ -50,6 +50,8 @@ class BeginScan:
     finished: bool
     parameters: Any
     phash: str
+    #: The scan was running when this process started (it joins late, perhaps restarted).
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,9 @@ class WorkerServiceState(WorkerState):
     user_errors: int = 0
     malformed_batches: int = 0
     dropped_old_scan: int = 0
+    #: Batches for this name that came before this process joined a running scan: its
+    #: previous process's, which the controller rebinds (not a loss here).
+    batches_before_join: int = 0
     duplicate_streams: int = 0
     bad_assignments: int = 0
     bad_configs: int = 0
@@ -177,6 +182,12 @@ class Assembler:
         self.duplicates += _assemble.add(events, self.expected, self.pending, ready)
         return ready
 
+    def leftovers(self) -> tuple[int, int]:
+        """Partial events at the end of a scan: assigned here but never complete (lost),
+        and never assigned here (another process's under this name)."""
+        incomplete = sum(1 for evn in self.pending if evn in self.expected)
+        return incomplete, len(self.pending) - incomplete
+
     @property
     def waiting(self) -> int:
         """Events assigned or partly received but not complete."""
@@ -204,6 +215,7 @@ class ServiceCounters:
     errors_done: int = 0  # user errors of ended scans
     malformed: int = 0
     old_scan: int = 0
+    before_join: int = 0
     bad_assignments: int = 0
     bad_configs: int = 0
     duplicates_done: int = 0
@@ -211,6 +223,17 @@ class ServiceCounters:
     result_messages: int = 0
     bytes_received: int = 0
     credits_granted: int = 0
+    #: Scans this process started.
+    scans: int = 0
+
+    def unused(self, scan: ScanState | None, batches: int) -> None:
+        """Batches that came while no scan could take them: an earlier scan's leftovers, or
+        (before this process joined a running scan) the previous process's under its name,
+        which the controller rebinds."""
+        if (scan.late if scan is not None else self.scans == 0):
+            self.before_join += batches
+        else:
+            self.old_scan += batches
 
 
 @dataclass
@@ -225,6 +248,8 @@ class ScanState:
     assembler: Assembler = field(default_factory=Assembler)
     syncing: bool = True
     finished: bool = False
+    #: Joined while the scan ran: what arrives before its sync was for an earlier process.
+    late: bool = False
     #: The controller's ``Joined`` entry for this process was read: assignments count.
     joined: bool = False
     #: End of the last assignment batch read (no later delivery is below it).

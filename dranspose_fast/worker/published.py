@@ -17,7 +17,7 @@ def fill_state(st: WorkerServiceState, c: ServiceCounters, scan: ScanState | Non
     st.results_sent = c.results
     st.user_errors = c.errors_done + (scan.host.counters.errors if scan else 0)
     st.malformed_batches = c.malformed
-    st.dropped_old_scan = c.old_scan
+    st.dropped_old_scan, st.batches_before_join = c.old_scan, c.before_join
     st.duplicate_streams = c.duplicates_done + (scan.assembler.duplicates if scan else 0)
     st.bad_assignments = c.bad_assignments
     st.bad_configs = c.bad_configs

@@ -11,7 +11,8 @@ worker; data may arrive before or after its assignment.
 Scan changes: the data thread ends the old scan, drains the DEALERs, builds a fresh user
 instance (``context`` persists) and grants its first credits only once every known ingester
 reports the new ``mapping_uuid`` (or after ``config_ttl``); batches received before are the
-old scan's leftovers, dropped and counted (``dropped_old_scan``). Credits (docs/protocol.md):
+old scan's leftovers (``dropped_old_scan``), or for a process that joins a running scan its
+predecessor's, which the controller rebinds (``batches_before_join``). Credits:
 ``credit_window`` first, then the events processed, in steps of ``credit_window/4``, after
 ``CREDIT_IDLE`` idle or ``CREDIT_MAX_AGE`` at the latest, each with the done-marks that
 release retained frames (``worker.takeover``, which also holds a lost worker's events this
@@ -234,7 +235,8 @@ class Worker(Service):
         if previous is None or previous.mapping_uuid != uid:
             # BeginScan is queued before the assignment reader moves on, so no Assign of
             # the new scan can reach the data thread ahead of it.
-            self._commands.post(BeginScan(uid, update.finished, params, phash))
+            self._commands.post(BeginScan(uid, update.finished, params, phash,
+                                          late=previous is None))
             self._assignments.follow(None if update.finished else uid)
             return
         if previous.parameters_version != update.parameters_version:
@@ -296,8 +298,8 @@ class Worker(Service):
                     self._on_ingesters(found)
                 case ReducerFound(reducer):
                     self.peers.set_reducer(reducer)
-                case BeginScan(uid, finished, params, phash):
-                    self._start_scan(uid, finished, params, phash)
+                case BeginScan(uid, finished, params, phash, late):
+                    self._start_scan(uid, finished, params, phash, late)
                 case NewParameters(uid, params, phash):
                     self._on_parameters(uid, params, phash)
                 case FinishScan(uid):
@@ -345,7 +347,7 @@ class Worker(Service):
     def _on_batch(self, dealer: Dealer, frames: list[Any]) -> None:
         scan = self._scan
         if scan is None or scan.syncing or scan.finished:
-            self._counters.old_scan += 1
+            self._counters.unused(scan, 1)
             return
         self._counters.batches += 1
         self._counters.bytes_received += dataplane.message_bytes(frames)
@@ -477,22 +479,21 @@ class Worker(Service):
 
     # === scans ===
 
-    def _start_scan(
-        self, uid: uuid.UUID, finished: bool, params: Parameters, phash: str
-    ) -> None:
+    def _start_scan(self, uid: uuid.UUID, finished: bool, params: Parameters, phash: str,
+                    late: bool = False) -> None:
         old = self._scan
         if old is not None:
             if not old.finished:
                 self.log.info("worker %s: scan %s replaced by %s", self.name, old.uuid, uid)
             self._end_scan(old)
-        self._counters.old_scan += self.peers.drain()
-        self._scan = None
-        self._takeovers = Takeovers()
+        self._counters.unused(None, self.peers.drain())
+        self._scan, self._takeovers = None, Takeovers()
+        self._counters.scans += 1
         if not finished:
             host = self._make_host(uid, params)
             self._scan = ScanState(
                 uuid=uid, host=host, phash=phash, credit_key=Keys.credits(uid),
-                sync_deadline=time.monotonic() + self.settings.config_ttl,
+                sync_deadline=time.monotonic() + self.settings.config_ttl, late=late,
             )
             self._discovery.fast = True
             self._discovery.wake()
@@ -525,7 +526,7 @@ class Worker(Service):
                 "worker %s: ingesters %s did not switch to scan %s; starting anyway",
                 self.name, behind, scan.uuid,
             )
-        self._counters.old_scan += self.peers.drain()
+        self._counters.unused(scan, self.peers.drain())
         scan.syncing = False
         self._discovery.fast = False
         self._grant(scan)
@@ -562,7 +563,9 @@ class Worker(Service):
         self._grant(scan)
         self.peers.flush()
         self._counters.errors_done += scan.host.counters.errors
-        self._counters.old_scan += len(scan.assembler.pending)
+        incomplete, unassigned = scan.assembler.leftovers()
+        self._counters.old_scan += incomplete
+        self._counters.unused(scan, unassigned)
         self._counters.duplicates_done += scan.assembler.duplicates
         self._last_host = scan.host
 
