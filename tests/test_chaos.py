@@ -125,7 +125,9 @@ def test_kill_a_component_mid_scan(ens: Ensemble, source: StinsSource, seed: int
         reduced = _images(ens.published())
         assert set(reduced) == IMAGES, sorted(IMAGES - set(reduced))
         assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
-        assert status["dropped_total"] == 0, {c: {k: v for k, v in vals.items() if "dropped" in k and v} for c, vals in status["components"].items()}
+        assert status["dropped_total"] == 0, {
+            c: {k: v for k, v in vals.items() if "dropped" in k and v}
+            for c, vals in status["components"].items()}
         if plan.kind == "controller":
             assert status["counters"]["scans_resumed"] == 1
 

@@ -202,8 +202,7 @@ class Worker(Service):
             self._loop_done.set()
 
     def close(self) -> None:
-        """Stop every thread, call the user's ``close(context)``, delete the config key
-        (idempotent)."""
+        """Stop the threads, call the user's ``close(context)``, delete the config key (once)."""
         if not self.begin_close():
             return
         self._discovery.wake()
