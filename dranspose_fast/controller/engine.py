@@ -41,9 +41,11 @@ from dranspose_fast.controller.resume import SequenceChange, save_change, save_s
 from dranspose_fast.controller.scan import LOST_WITH_WORKERS, LossLog, ScanState, loss_totals
 from dranspose_fast.controller.takeover import Takeover, read_takeover, take_over_scan
 from dranspose_fast.controller.watch import (
+    REDUCER_RESTARTED,
     StallWatch,
     end_for_reducer_restart,
     lose_expired_workers,
+    not_in_publish,
     not_ready_workers,
     ready_workers,
     reducer_restarted,
@@ -515,7 +517,7 @@ class Controller(ParameterStore, Lifecycle):
             if scan.unknown:
                 scan.adopt_unknown(cfg.tags_of)
             if reducer_restarted(scan.reducer_uuid, full):
-                end_for_reducer_restart(scan)
+                end_for_reducer_restart(scan, full)
                 self._flush_update(scan)
                 return
             self._advance(scan)
@@ -567,6 +569,8 @@ class Controller(ParameterStore, Lifecycle):
                 return Status(components=cfg.counters, counters=counters, dropped=dropped,
                               dropped_total=sum(dropped.values()), not_ready_workers=not_ready)
             status = self.scan.status(cfg.counters, counters, dropped)
+            if self.scan.reason == REDUCER_RESTARTED:
+                status.counters["results_not_in_publish"] = not_in_publish(self.scan, cfg)
         status.not_ready_workers = not_ready
         return status
 

@@ -26,9 +26,13 @@ from dranspose_fast.errors import MapError
 from dranspose_fast.protocol import IngesterState
 
 __all__ = [
-    "StallWatch", "end_for_reducer_restart", "lose_expired_workers", "not_ready_workers",
-    "ready_workers", "reducer_restarted", "uncovered_tags", "waiting_for",
+    "REDUCER_RESTARTED", "StallWatch", "end_for_reducer_restart", "lose_expired_workers",
+    "not_in_publish", "not_ready_workers", "ready_workers", "reducer_restarted",
+    "uncovered_tags", "waiting_for",
 ]
+
+#: The reason of a scan ended because its reducer was replaced.
+REDUCER_RESTARTED = "reducer restarted"
 
 logger = logging.getLogger("dranspose_fast.controller")
 
@@ -80,14 +84,22 @@ def lose_expired_workers(scan: ScanState, live: set[str], counters: dict[str, in
             info.events_rebound, info.rebound_to, info.constraints_rebound)
 
 
-def end_for_reducer_restart(scan: ScanState) -> None:
-    """End ``scan``: its reducer was replaced, what the old one reduced is not in publish."""
+def not_in_publish(scan: ScanState, cfg: Configs) -> int:
+    """Results the workers of ``scan`` sent that the reducer now running does not hold: they
+    went to the one that died (its publish is gone). Computed again at every ``/status``:
+    results still in the workers' outboxes when the scan ended reach the new reducer."""
     sent = sum(t.results for t in scan.workers.values())
-    scan.counters["results_not_in_publish"] = sent
-    scan.end("reducer restarted")
+    taken = int(cfg.counters.get("reducer:reducer", {}).get("results", 0))
+    return max(0, sent - taken)
+
+
+def end_for_reducer_restart(scan: ScanState, cfg: Configs) -> None:
+    """End ``scan``: its reducer was replaced, what the old one reduced is not in publish."""
+    missing = scan.counters["results_not_in_publish"] = not_in_publish(scan, cfg)
+    scan.end(REDUCER_RESTARTED)
     scan.update_pending = True
-    logger.error("scan %s ended: the reducer restarted; the %d results the workers had sent "
-                 "are not in the new reducer's publish", scan.uuid, sent)
+    logger.error("scan %s ended: the reducer restarted; %d results the workers had sent are "
+                 "not in the new reducer's publish", scan.uuid, missing)
 
 
 class StallWatch:
