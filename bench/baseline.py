@@ -37,6 +37,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (``/proc/PID/stat`` field 10): each fresh page
+    a large frame lands in costs one."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return -1
+    return int(fields[7])
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds per kind of thread: libzmq's I/O threads (``ZMQbg/IO/*``) and the rest.
 

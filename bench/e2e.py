@@ -66,6 +66,7 @@ from bench.baseline import (  # noqa: E402
     cpu_seconds,
     fine_timer_slack,
     latency_stats,
+    minor_faults,
     raw_relay,
     send_streams,
     thread_cpu_seconds,
@@ -246,6 +247,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
             time.sleep(cfg.settle)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
         threads0 = {n: thread_cpu_seconds(p.pid) for n, p in ens.procs.items()}
+        faults0 = {n: minor_faults(p.pid) for n, p in ens.procs.items()}
         spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
                  if profile else [])
         if ens.metrics_urls is not None:
@@ -277,6 +279,7 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         progress = ens.get("/api/v1/progress").json()
         cpu = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in ens.procs.items()}
         cpu["bench_wait"] = round(cpu_wait, 3)
+        faults = {n: minor_faults(p.pid) - faults0[n] for n, p in ens.procs.items()}
         threads = {n: {k: round(v - threads0[n][k], 2)
                        for k, v in thread_cpu_seconds(p.pid).items()}
                    for n, p in ens.procs.items()}
@@ -284,7 +287,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
             spy.wait(60)
         status = ens.get("/api/v1/status").json()
         out: dict[str, Any] = {"seconds": seconds, "progress": progress, "cpu": cpu,
-                               "cpu_threads": threads, "seconds_to_controller": seconds,
+                               "cpu_threads": threads, "minor_faults": faults,
+                               "seconds_to_controller": seconds,
                                "status_keys": sorted(status), "scraped": scraped}
         if paced is None:
             # Timed to the last result reduced, as the relay is timed to its sink's last frame
@@ -361,7 +365,8 @@ def _one_run(args: argparse.Namespace, shape: tuple[int, int], label: str,
           f"reports: {events / ours['seconds_to_controller']:,.0f}), raw relay "
           f"{events / base['seconds']:,.0f} frames/s, ratio "
           f"{base['seconds'] / ours['seconds']:.2f}; cpu {ours['cpu']}; libzmq I/O threads "
-          f"{ {n: t['zmq_io'] for n, t in ours['cpu_threads'].items()} }; relay "
+          f"{ {n: t['zmq_io'] for n, t in ours['cpu_threads'].items()} }; minor faults "
+          f"{ours['minor_faults']}; relay "
           f"{base['cpu_relay_threads']}; load {os.getloadavg()[0]:.2f}", flush=True)
     return {"baseline": base, "ours": ours, "ratio": base["seconds"] / ours["seconds"],
             "load": os.getloadavg()}
