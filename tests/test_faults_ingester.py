@@ -1,4 +1,5 @@
-"""A restarted ingester resumes its stream: kill -9 of the ingester mid-scan, real processes.
+"""A restarted ingester resumes its stream: kill -9 of the ingester mid-scan, real processes
+(and a worker lost after it, in the second case).
 
 Controller, reducer, three workers (small credit windows, 50 ms per event, so the ingester
 holds a backlog of upstream messages) and a STINS ingester run as processes on a private
@@ -73,3 +74,46 @@ def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
     assert ens.wait_finished()["finished"]
     after: dict[str, Any] = ens.get("/api/v1/status").json()
     assert after["reason"] == "completed" and after["lost_upstream"] == {}
+
+
+def test_an_ingester_restart_then_a_lost_worker_still_adds_up(
+        ens: Ensemble, source: StinsSource) -> None:
+    """Two faults in one scan: the ingester restarts (losing what its dead process held),
+    then the worker with most events dies for good. The new ingester retained what it
+    routed since (frames and lost placeholders alike) and resends it to the worker that
+    takes over: every image is reduced once or counted lost upstream, none lost twice."""
+    ens.controller()
+    ens.reducer()
+    for name in WORKERS:
+        ens.worker(name, DFAST_CREDIT_WINDOW="4")
+    ens.ingester("eiger", source.url)
+    ens.wait_ready(["eiger"], WORKERS)
+    ens.post("/api/v1/parameter/delay_ms", content=b"100")
+    ens.sequence(uniform(["eiger"], N))
+    source.send_header()
+    for i in range(HALF):
+        source.send_image(i)
+    ens.wait("some events done", lambda: ens.get("/api/v1/progress").json()[
+        "completed_events"] >= 5)
+    before = _ingester_uuid(ens)
+    ens.kill("eiger-ingester")
+    ens.respawn("eiger-ingester")
+    ens.wait("the new ingester", lambda: _ingester_uuid(ens) not in (None, before))
+    workers = ens.get("/api/v1/status").json()["workers"]
+    victim = max(workers, key=lambda name: workers[name]["outstanding"])
+    ens.kill(victim)  # not restarted: its config expires, its events are rebound
+    for i in range(HALF, N):
+        source.send_image(i)
+    source.send_end()
+
+    assert ens.wait_finished(timeout=60)["finished"]
+    status = ens.get("/api/v1/status").json()
+    loss = status["lost_upstream"]["eiger"]
+    lost_worker = status["lost_workers"][victim]
+    assert lost_worker["events_lost"] == 0 and lost_worker["events_rebound"] > 0
+    reduced = Counter(r["event"] for r in ens.published()["records"] if r["event"] in IMAGES)
+    assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
+    assert loss["events"] > 0 and not set(loss["first_events"]) & set(reduced)
+    assert len(reduced) + loss["events"] == N  # sent = reduced + counted losses
+    assert status["reason"] == (f"completed; {loss['events']} events lost upstream in "
+                                "stream eiger (ingester restart)")
