@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,28 +126,33 @@ def test_close_stops_the_keeper(settings: ControllerSettings) -> None:
     assert _gone(pid)
 
 
-def _kill_mid_scan(redis_url: str, tmp_path: Path, ens_out: list[Ensemble]) -> tuple[Any, str]:
+@contextmanager
+def _killed_mid_scan(redis_url: str, tmp_path: Path) -> Iterator[tuple[Any, str]]:
     """A controller process with a running scan of interleaved constraint groups, stopped
-    for credit inside two of them and killed with SIGKILL; returns the simulated components
-    and the scan's uuid."""
+    for credit inside two of them and killed with SIGKILL; yields the simulated components
+    and the scan's uuid, and stops them all at the end."""
     sim = started_sim(redis_url, "ing-a", ["a"])
     ens = Ensemble(redis_url, tmp_path)
-    ens_out.append(ens)
-    ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_CONFIG_TTL": "2"})
-    ens.controller()
-    ens.wait("the controller's API", lambda: ens.get("/api/v1/config").status_code == 200)
-    assert ens.post("/api/v1/parameter/gain", content=b"7").status_code == 200
-    ens.wait("both workers", lambda: len(ens.get("/api/v1/config").json()["workers"]) == 2)
-    cells = [[{"constraint": i % 4}] for i in range(100)]  # 4 interleaved groups of 25
-    uid = ens.sequence({"parts": {"main": {"a": cells}}, "sequence": ["main"]})
-    # the start event goes to both; the head binds group 0 to w0 and group 1 to w1 with
-    # their last credit; group 2 finds none: the scan stops with groups 0 and 1 started
-    sim.credit(uid, "w0", 2)
-    sim.credit(uid, "w1", 2)
-    wait_for(lambda: len(sim.events(uid, ["a"])) >= 3, what="events bound")
-    time.sleep(0.2)  # nothing more can be emitted
-    os.kill(ens.procs.pop("controller").pid, signal.SIGKILL)
-    return sim, uid
+    try:
+        ens.env.update({"DFAST_LOCK_TTL": "1", "DFAST_CONFIG_TTL": "2"})
+        ens.controller()
+        ens.wait("the controller's API", lambda: ens.get("/api/v1/config").status_code == 200)
+        assert ens.post("/api/v1/parameter/gain", content=b"7").status_code == 200
+        ens.wait("both workers", lambda: len(ens.get("/api/v1/config").json()["workers"]) == 2)
+        cells = [[{"constraint": i % 4}] for i in range(100)]  # 4 interleaved groups of 25
+        uid = ens.sequence({"parts": {"main": {"a": cells}}, "sequence": ["main"]})
+        # the start event goes to both; the head binds group 0 to w0 and group 1 to w1 with
+        # their last credit; group 2 finds none: the scan stops with groups 0 and 1 started
+        sim.credit(uid, "w0", 2)
+        sim.credit(uid, "w1", 2)
+        wait_for(lambda: len(sim.events(uid, ["a"])) >= 3, what="events bound")
+        time.sleep(0.2)  # nothing more can be emitted
+        os.kill(ens.procs.pop("controller").pid, signal.SIGKILL)
+        yield sim, uid
+    finally:
+        for name in list(ens.procs):  # a failed check leaves no controller behind
+            ens.stop(name)
+        sim.stop()
 
 
 def test_a_new_controller_resumes_the_scan_where_it_stood(
@@ -153,9 +160,7 @@ def test_a_new_controller_resumes_the_scan_where_it_stood(
     """kill -9 of the controller mid-scan: the next one adopts the parameters and continues
     the scan: every event emitted once, in order, each constraint group on one worker (the
     two groups it had started stay on their workers)."""
-    made: list[Ensemble] = []
-    try:
-        sim, uid = _kill_mid_scan(redis_url, tmp_path, made)
+    with _killed_mid_scan(redis_url, tmp_path) as (sim, uid):
         emitted = len(sim.events(uid, ["a"]))
         second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0, dfast_lock_timeout=5.0))
         second.start()  # waits for the dead controller's lock to expire
@@ -178,20 +183,13 @@ def test_a_new_controller_resumes_the_scan_where_it_stood(
             assert second.status().reason == "completed"
         finally:
             second.close()
-    finally:
-        for ens in made:
-            for name in list(ens.procs):
-                ens.stop(name)
-        sim.stop()
 
 
 def test_a_scan_that_cannot_be_resumed_is_ended_with_a_true_reason(
         redis_url: str, tmp_path: Path) -> None:
     """Without its saved map (a scan an older controller started) the scan is ended with
     ``controller restarted``, so the components finish it and the next scan starts cleanly."""
-    made: list[Ensemble] = []
-    try:
-        sim, uid = _kill_mid_scan(redis_url, tmp_path, made)
+    with _killed_mid_scan(redis_url, tmp_path) as (sim, uid):
         sim.r.delete(Keys.sequence(uid))
         second = Controller(settings_for(redis_url, dfast_lock_ttl=1.0, dfast_lock_timeout=5.0))
         second.start()
@@ -210,8 +208,3 @@ def test_a_scan_that_cannot_be_resumed_is_ended_with_a_true_reason(
             wait_for(lambda: second.progress().finished, what="the next scan to finish")
         finally:
             second.close()
-    finally:
-        for ens in made:
-            for name in list(ens.procs):
-                ens.stop(name)
-        sim.stop()

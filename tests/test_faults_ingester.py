@@ -29,15 +29,16 @@ def _ingester_uuid(ens: Ensemble) -> str | None:
     return ingesters[0]["service_uuid"] if ingesters else None
 
 
-def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
-        ens: Ensemble, source: StinsSource) -> None:
+def _restart_the_ingester_mid_scan(ens: Ensemble, source: StinsSource, delay_ms: bytes) -> None:
+    """Three workers with small credit windows (the ingester holds a backlog), the header and
+    the first half of the images sent, then the ingester killed and started again."""
     ens.controller()
     ens.reducer()
     for name in WORKERS:
         ens.worker(name, DFAST_CREDIT_WINDOW="4")
     ens.ingester("eiger", source.url)
     ens.wait_ready(["eiger"], WORKERS)
-    ens.post("/api/v1/parameter/delay_ms", content=b"50")
+    ens.post("/api/v1/parameter/delay_ms", content=delay_ms)
     ens.sequence(uniform(["eiger"], N))
     source.send_header()
     for i in range(HALF):
@@ -48,6 +49,11 @@ def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
     ens.kill("eiger-ingester")
     ens.respawn("eiger-ingester")
     ens.wait("the new ingester", lambda: _ingester_uuid(ens) not in (None, before))
+
+
+def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
+        ens: Ensemble, source: StinsSource) -> None:
+    _restart_the_ingester_mid_scan(ens, source, b"50")
     for i in range(HALF, N):
         source.send_image(i)
     source.send_end()
@@ -82,23 +88,7 @@ def test_an_ingester_restart_then_a_lost_worker_still_adds_up(
     then the worker with most events dies for good. The new ingester retained what it
     routed since (frames and lost placeholders alike) and resends it to the worker that
     takes over: every image is reduced once or counted lost upstream, none lost twice."""
-    ens.controller()
-    ens.reducer()
-    for name in WORKERS:
-        ens.worker(name, DFAST_CREDIT_WINDOW="4")
-    ens.ingester("eiger", source.url)
-    ens.wait_ready(["eiger"], WORKERS)
-    ens.post("/api/v1/parameter/delay_ms", content=b"100")
-    ens.sequence(uniform(["eiger"], N))
-    source.send_header()
-    for i in range(HALF):
-        source.send_image(i)
-    ens.wait("some events done", lambda: ens.get("/api/v1/progress").json()[
-        "completed_events"] >= 5)
-    before = _ingester_uuid(ens)
-    ens.kill("eiger-ingester")
-    ens.respawn("eiger-ingester")
-    ens.wait("the new ingester", lambda: _ingester_uuid(ens) not in (None, before))
+    _restart_the_ingester_mid_scan(ens, source, b"100")
     workers = ens.get("/api/v1/status").json()["workers"]
     victim = max(workers, key=lambda name: workers[name]["outstanding"])
     ens.kill(victim)  # not restarted: its config expires, its events are rebound
