@@ -81,14 +81,26 @@ from tests.stins_source import StinsSource  # noqa: E402
 # === dranspose-fast ===
 
 
-def start_profiles(procs: dict[str, Any], out: Path, seconds: float) -> list[Any]:
-    """``py-spy record`` (collapsed stacks, ``out/<component>.txt``) of each component."""
+def start_profiles(procs: dict[str, Any], out: Path, seconds: float,
+                   tool: str = "py-spy", event: str = "cpu-clock") -> list[Any]:
+    """Profile each component while the series is sent: ``py-spy record`` (Python stacks,
+    collapsed, ``out/<component>.txt``) or ``perf record`` (every thread, native frames
+    included: libzmq's I/O thread, the kernel's copies; ``out/<component>.data``, read with
+    ``perf report -i FILE --sort comm,dso,sym``). These VMs have no hardware counters: perf
+    samples a software event, ``cpu-clock`` or another (``page-faults``, with the faulting
+    addresses; ``syscalls:sys_enter_mmap``, ...)."""
     out.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "250", "-d",
-                              str(max(1, int(seconds))), "-o", str(out / f"{name}.txt"),
-                              "--pid", str(proc.pid)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for name, proc in procs.items()]
+    duration = str(max(1, int(seconds)))
+    if tool == "perf":
+        commands = {name: ["perf", "record", "-q", "-e", event, "-g", "-d",
+                           "-o", str(out / f"{name}.data"), "-p", str(proc.pid),
+                           "--", "sleep", duration] for name, proc in procs.items()}
+    else:
+        commands = {name: ["py-spy", "record", "--format", "raw", "-r", "250", "-d", duration,
+                           "-o", str(out / f"{name}.txt"), "--pid", str(proc.pid)]
+                    for name, proc in procs.items()}
+    return [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for command in commands.values()]
 
 
 #: The environment ``tests/ensemble.py`` sets for tests and that a user does not:
@@ -197,7 +209,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
              ) -> dict[str, Any]:
     cfg = cfg or argparse.Namespace(payload="02", fast_timings=False, order="readme",
                                     launch="script", end="publish", poll=0.05,
-                                    poll_client="reuse", settle=0.0, curve="on")
+                                    poll_client="reuse", settle=0.0, curve="on",
+                                    profiler="py-spy", perf_event="cpu-clock")
     redis = RedisServer(tmp)
     redis.start()
     ens = UserEnsemble(redis.url, tmp, cfg.fast_timings, cfg.launch)
@@ -242,14 +255,20 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         ens.wait_ready(streams, names, timeout=60)
         span = 10 if mapping == "batched" else 1
         cells = [[vw(i // span)] for i in range(frames)]
+        for _ in range(getattr(cfg, "warm_scans", 0)):  # untimed scans, the same processes
+            ens.sequence({"parts": {"main": dict.fromkeys(streams, cells)},
+                          "sequence": ["main"]})
+            send_streams([burst_sender(s, frames) for s in sources], [s.socket for s in sources])
+            wait_until(ens, "a warm-up scan to finish",
+                       lambda: ens.get("/api/v1/progress").json()["finished"], cfg.poll, 600)
         ens.sequence({"parts": {"main": dict.fromkeys(streams, cells)}, "sequence": ["main"]})
         if cfg.settle:
             time.sleep(cfg.settle)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
         threads0 = {n: thread_cpu_seconds(p.pid) for n, p in ens.procs.items()}
         faults0 = {n: minor_faults(p.pid) for n, p in ens.procs.items()}
-        spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5)
-                 if profile else [])
+        spies = (start_profiles(ens.procs, profile, frames * paced.period if paced else 5,
+                                cfg.profiler, cfg.perf_event) if profile else [])
         if ens.metrics_urls is not None:
             scraper = MetricsScraper([f"{ens.controller_url}/metrics",
                                       f"{ens.reducer_url}/metrics", *ens.metrics_urls.values()])
@@ -300,7 +319,8 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
                     got = read_publish(ens.reducer_url, ("count", "first_result",
                                                          "last_result"))
                     out["published"] = {k: float(v) for k, v in got.items()}
-                    return int(got["count"]) >= progress.get("completed_events", 0) > 0
+                    return (int(got["count"]) >= progress.get("completed_events", 0) > 0
+                            and float(got["last_result"]) > wall0)  # not a warm-up scan's
                 wait_until(ens, "the reducer's publish", counted, 0.05, 30)
                 last = out["published"]["last_result"]
                 out["seconds_to_first_result"] = out["published"]["first_result"] - wall0
@@ -480,6 +500,12 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy record every component while the series is sent "
                              "(collapsed stacks in DIR/run<N>/<component>.txt)")
+    parser.add_argument("--profiler", choices=["py-spy", "perf"], default="py-spy",
+                        help="--profile's tool: py-spy (Python stacks) or perf (every thread, "
+                             "native frames: DIR/run<N>/<component>.data)")
+    parser.add_argument("--perf-event", default="cpu-clock", metavar="EVENT",
+                        help="--profiler perf: the event sampled (default cpu-clock; e.g. "
+                             "page-faults, syscalls:sys_enter_mmap)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     user = parser.add_argument_group(
         "what runs (default: what a user runs; each flag restores one difference of the "
@@ -508,6 +534,10 @@ def main() -> None:
     user.add_argument("--poll-client", choices=["reuse", "new"], default="reuse",
                       help="reuse: one HTTP client for the polls; new: httpx.get per poll "
                            "as tests/ensemble.py does")
+    user.add_argument("--warm-scans", type=int, default=0, metavar="N",
+                      help="run N untimed scans of the same size on the same processes "
+                           "before the timed one (default 0: the timed scan is the first of "
+                           "freshly started components)")
     user.add_argument("--settle", type=float, default=0.0,
                       help="seconds between the sequence POST's answer and the first send")
     user.add_argument("--curve", choices=["on", "off"], default="on",
