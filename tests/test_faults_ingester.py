@@ -51,20 +51,26 @@ def _restart_the_ingester_mid_scan(ens: Ensemble, source: StinsSource, delay_ms:
     ens.wait("the new ingester", lambda: _ingester_uuid(ens) not in (None, before))
 
 
-def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
-        ens: Ensemble, source: StinsSource) -> None:
-    _restart_the_ingester_mid_scan(ens, source, b"50")
+def _finish_the_scan(ens: Ensemble, source: StinsSource) -> tuple[dict[str, Any], Counter[int]]:
+    """Send the second half and the end; the scan's status and how often each image was
+    reduced (each at most once)."""
     for i in range(HALF, N):
         source.send_image(i)
     source.send_end()
-
     assert ens.wait_finished(timeout=60)["finished"]
-    status = ens.get("/api/v1/status").json()
+    status: dict[str, Any] = ens.get("/api/v1/status").json()
+    reduced = Counter(r["event"] for r in ens.published()["records"] if r["event"] in IMAGES)
+    assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
+    return status, reduced
+
+
+def test_a_restarted_ingester_resumes_and_counts_what_it_lost(
+        ens: Ensemble, source: StinsSource) -> None:
+    _restart_the_ingester_mid_scan(ens, source, b"50")
+    status, reduced = _finish_the_scan(ens, source)
     loss = status["lost_upstream"]["eiger"]
     assert loss["exact"] is True
     lost_events = set(loss["first_events"])
-    reduced = Counter(r["event"] for r in ens.published()["records"] if r["event"] in IMAGES)
-    assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
     assert set(range(HALF + 1, N + 1)) <= set(reduced)  # everything after the restart
     assert not lost_events & set(reduced)
     assert len(reduced) + loss["events"] == N  # sent = reduced + counted losses
@@ -92,17 +98,10 @@ def test_an_ingester_restart_then_a_lost_worker_still_adds_up(
     workers = ens.get("/api/v1/status").json()["workers"]
     victim = max(workers, key=lambda name: workers[name]["outstanding"])
     ens.kill(victim)  # not restarted: its config expires, its events are rebound
-    for i in range(HALF, N):
-        source.send_image(i)
-    source.send_end()
-
-    assert ens.wait_finished(timeout=60)["finished"]
-    status = ens.get("/api/v1/status").json()
+    status, reduced = _finish_the_scan(ens, source)
     loss = status["lost_upstream"]["eiger"]
     lost_worker = status["lost_workers"][victim]
     assert lost_worker["events_lost"] == 0 and lost_worker["events_rebound"] > 0
-    reduced = Counter(r["event"] for r in ens.published()["records"] if r["event"] in IMAGES)
-    assert max(reduced.values()) == 1, [e for e, n in reduced.items() if n > 1]
     assert loss["events"] > 0 and not set(loss["first_events"]) & set(reduced)
     assert len(reduced) + loss["events"] == N  # sent = reduced + counted losses
     assert status["reason"] == (f"completed; {loss['events']} events lost upstream in "
