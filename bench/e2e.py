@@ -255,13 +255,13 @@ def pipeline(frames: int, shape: tuple[int, int], workers: int, mapping: str,
         ens.wait_ready(streams, names, timeout=60)
         span = 10 if mapping == "batched" else 1
         cells = [[vw(i // span)] for i in range(frames)]
+        scan = {"parts": {"main": dict.fromkeys(streams, cells)}, "sequence": ["main"]}
         for _ in range(getattr(cfg, "warm_scans", 0)):  # untimed scans, the same processes
-            ens.sequence({"parts": {"main": dict.fromkeys(streams, cells)},
-                          "sequence": ["main"]})
+            ens.sequence(scan)
             send_streams([burst_sender(s, frames) for s in sources], [s.socket for s in sources])
             wait_until(ens, "a warm-up scan to finish",
                        lambda: ens.get("/api/v1/progress").json()["finished"], cfg.poll, 600)
-        ens.sequence({"parts": {"main": dict.fromkeys(streams, cells)}, "sequence": ["main"]})
+        ens.sequence(scan)
         if cfg.settle:
             time.sleep(cfg.settle)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in ens.procs.items()}
